@@ -1,0 +1,44 @@
+"""sertool: honest, fast speech emotion recognition benchmarks.
+
+corpus folder -> manifest -> cached features -> saved split -> models -> results -> leaderboard.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("sertool")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
+
+from sertool.data.audio import load_audio
+from sertool.data.labels import apply_scheme, get_scheme
+from sertool.data.manifest import build_manifest, load_manifest, save_manifest, summarize
+from sertool.exceptions import (
+    AudioError,
+    CacheError,
+    CorpusError,
+    LeakageError,
+    ManifestError,
+    ParameterError,
+    SertoolError,
+    SplitError,
+)
+
+__all__ = [
+    "AudioError",
+    "CacheError",
+    "CorpusError",
+    "LeakageError",
+    "ManifestError",
+    "ParameterError",
+    "SertoolError",
+    "SplitError",
+    "__version__",
+    "apply_scheme",
+    "build_manifest",
+    "get_scheme",
+    "load_audio",
+    "load_manifest",
+    "save_manifest",
+    "summarize",
+]

@@ -1,0 +1,1 @@
+"""Audio loading, manifests, label schemes and corpus adapters."""

@@ -1,0 +1,151 @@
+"""The corpus-adapter protocol and its registry.
+
+An adapter turns a corpus folder in its ORIGINAL layout into candidate rows (one per utterance, labels
+parsed from names or label files). It never guesses: a file that matches no naming rule or carries an
+unknown code becomes a :class:`SkippedFile` with the reason. Reading audio headers and hashing is done once,
+centrally, by :func:`sertool.data.manifest.build_manifest`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from sertool.data.audio import is_audio_file
+from sertool.exceptions import CorpusError, ParameterError
+
+__all__ = ["ADAPTERS", "CorpusAdapter", "SkippedFile", "UtteranceRow", "get_adapter", "iter_audio_files", "register"]
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """A file left out of a manifest, with the reason."""
+
+    path: str
+    reason: str
+
+    def to_dict(self) -> dict[str, str]:
+        """JSON-friendly form."""
+        return {"path": self.path, "reason": self.reason}
+
+
+@dataclass
+class UtteranceRow:
+    """One utterance found by an adapter, before audio headers are read.
+
+    Attributes
+    ----------
+    utt_id : str
+        Unique within the corpus and stable across machines (derived from the relative path / file name).
+    path : str
+        Absolute path of the audio file.
+    speaker : str
+        Speaker id, prefixed with the corpus name (``"ravdess-07"``) so merged corpora never collide.
+    label : str
+        Canonical label (see :data:`sertool.data.labels.CANONICAL_LABELS`).
+    raw_label : str
+        The corpus's own code or word.
+    gender : str or None
+        ``"female"``, ``"male"`` or ``None`` when unknown.
+    extra : dict
+        Corpus-specific columns (RAVDESS intensity, IEMOCAP session, ...).
+    """
+
+    utt_id: str
+    path: str
+    speaker: str
+    label: str
+    raw_label: str
+    gender: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class CorpusAdapter:
+    """Base class: subclasses set ``name`` and implement :meth:`scan`."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    def scan(self, root: Path) -> tuple[list[UtteranceRow], list[SkippedFile]]:
+        """Find utterances under ``root``.
+
+        The default walks every audio file (any supported extension) and calls :meth:`parse_file`;
+        adapters whose labels live in separate files (IEMOCAP, CSV) override this instead.
+
+        Parameters
+        ----------
+        root : Path
+            The corpus folder (already checked to exist).
+
+        Returns
+        -------
+        rows : list of UtteranceRow
+        skipped : list of SkippedFile
+        """
+        rows: list[UtteranceRow] = []
+        skipped: list[SkippedFile] = []
+        for path in iter_audio_files(root):
+            parsed = self.parse_file(path)
+            if isinstance(parsed, str):
+                skipped.append(SkippedFile(str(path), parsed))
+            else:
+                rows.append(parsed)
+        return rows, skipped
+
+    def parse_file(self, path: Path) -> UtteranceRow | str:
+        """Parse one audio file's name into a row, or return the reason it is skipped."""
+        raise NotImplementedError(f"{type(self).__name__} must implement parse_file or scan")
+
+    def check_root(self, root: str | os.PathLike) -> Path:
+        """Resolve ``root`` and raise :class:`CorpusError` if it is not a folder."""
+        path = Path(root).expanduser()
+        if not path.exists():
+            raise CorpusError(f"{self.name}: corpus root {str(path)!r} does not exist")
+        if not path.is_dir():
+            raise CorpusError(f"{self.name}: corpus root {str(path)!r} is not a folder")
+        return path.resolve()
+
+
+ADAPTERS: dict[str, Callable[..., CorpusAdapter]] = {}
+
+
+def register(cls: type[CorpusAdapter]) -> type[CorpusAdapter]:
+    """Class decorator adding an adapter to :data:`ADAPTERS` under its ``name``."""
+    if not cls.name:
+        raise TypeError(f"{cls.__name__} has no name")
+    ADAPTERS[cls.name] = cls
+    return cls
+
+
+def get_adapter(name: str, **kwargs: Any) -> CorpusAdapter:
+    """Instantiate a registered adapter.
+
+    Raises
+    ------
+    ParameterError
+        Unknown corpus name; the message lists the known ones.
+    """
+    from sertool.data import corpora  # noqa: F401  (registers the built-in adapters)
+
+    try:
+        factory = ADAPTERS[name.lower()]
+    except KeyError:
+        raise ParameterError(f"unknown corpus {name!r}; known: {', '.join(sorted(ADAPTERS))}") from None
+    return factory(**kwargs)
+
+
+def iter_audio_files(root: Path) -> Iterator[Path]:
+    """All audio files below ``root`` (any supported extension), sorted, hidden files ignored.
+
+    Symbolic-link loops and unreadable folders are skipped silently by :func:`os.walk`.
+    """
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for fn in filenames:
+            if not fn.startswith(".") and is_audio_file(fn):
+                found.append(Path(dirpath) / fn)
+    yield from sorted(found)
