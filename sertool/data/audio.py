@@ -69,7 +69,7 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
     try:
         info = sf.info(str(path))
     except Exception as exc:  # soundfile raises several types (LibsndfileError, RuntimeError, OSError)
-        raise AudioError(path, f"unreadable: {_short(exc)}") from None
+        raise AudioError(path, _unreadable_reason(path, exc)) from None
     return AudioInfo(sample_rate=int(info.samplerate), frames=int(info.frames), channels=int(info.channels))
 
 
@@ -176,14 +176,15 @@ def load_audio(
     except AudioError:
         raise
     except Exception as exc:
-        raise AudioError(path, f"unreadable: {_short(exc)}") from None
+        raise AudioError(path, _unreadable_reason(path, exc)) from None
     validate_signal(y, native, path=path)
     y = y.mean(axis=1, dtype=np.float32) if mono else np.ascontiguousarray(y.T)
     if sr is not None and sr != native:
         y = soxr.resample(y.T if not mono else y, native, sr, quality="VHQ")
         y = np.asarray(y.T if not mono else y, dtype=np.float32)
     out_sr = sr or native
-    validate_signal(y, out_sr, path=path, min_duration=min_duration)
+    # validate_signal wants samples on axis 0; the multi-channel result is (channels, n)
+    validate_signal(y if mono else y.T, out_sr, path=path, min_duration=min_duration)
     return np.ascontiguousarray(y, dtype=np.float32)
 
 
@@ -214,6 +215,16 @@ def load_many(
 def is_audio_file(path: str | os.PathLike) -> bool:
     """Whether a path has an audio extension sertool adapters accept (case-insensitive)."""
     return Path(path).suffix.lower() in AUDIO_EXTENSIONS
+
+
+def _unreadable_reason(path: str | os.PathLike, exc: BaseException) -> str:
+    """Reason for a file libsndfile cannot open; a 0-byte file (a known CREMA-D quirk) says so plainly."""
+    try:
+        if os.path.getsize(path) == 0:
+            return "empty file (0 bytes)"
+    except OSError:
+        pass
+    return f"unreadable: {_short(exc)}"
 
 
 def _short(exc: BaseException) -> str:

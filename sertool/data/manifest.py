@@ -138,8 +138,9 @@ def build_manifest(
             **row.extra,
         }
         records.append(rec)
-    for s in skipped:
-        log.warning("skipped %s: %s", s.path, s.reason)
+    if skipped:
+        log.warning("%s: skipped %d file(s), first %s: %s", adapter.name, len(skipped), skipped[0].path,
+                    skipped[0].reason)
     if not records:
         raise CorpusError(
             f"{adapter.name}: no usable utterance under {str(root_path)!r}"

@@ -1,0 +1,255 @@
+"""``sertool`` command line: a thin layer over the library.
+
+Every subcommand parses arguments, calls one public function, and prints its result. Logging is set up here
+only; progress bars are drawn here only. Expected failures (:class:`~sertool.exceptions.SertoolError`) print
+one line and exit 2 (traceback with ``--debug``). Exit status 3 means the command finished but skipped some
+inputs (listed in its report).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from sertool.exceptions import SertoolError
+
+log = logging.getLogger("sertool")
+
+EXIT_OK, EXIT_ERROR, EXIT_SKIPPED = 0, 2, 3
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def _default_cache() -> Path:
+    return Path(os.environ.get("SERTOOL_CACHE", Path.home() / ".cache" / "sertool"))
+
+
+def _add_corpus_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
+    p.add_argument("--corpus", required=required, help="corpus adapter: ravdess, tess, cremad, savee, emodb, "
+                   "iemocap, shemo, csv, demo")
+    p.add_argument("--root", required=required, type=Path, help="corpus folder in its original layout")
+    p.add_argument("--csv", type=Path, default=None, help="CSV (path,label[,speaker]) for --corpus csv")
+    p.add_argument("--scheme", default="native", help="label scheme: native, ser7, ser4, ser6 (default native)")
+
+
+def _add_cache_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache", type=Path, default=None,
+                   help="feature/manifest cache folder (default $SERTOOL_CACHE or ~/.cache/sertool)")
+
+
+def _manifest_from_args(args: argparse.Namespace, *, jobs: int = 4) -> Any:
+    from sertool.data.manifest import build_manifest
+
+    kwargs = {"csv": args.csv} if getattr(args, "csv", None) else {}
+    return build_manifest(args.corpus, args.root, jobs=jobs, **kwargs)
+
+
+def _schemed(manifest: Any, scheme: str) -> Any:
+    from sertool.data.labels import apply_scheme
+
+    return apply_scheme(manifest, scheme)
+
+
+def _progress(total: int, desc: str) -> tuple[Callable[[int], None], Callable[[], None]]:
+    """A tqdm bar on stderr (hidden when not a terminal); returns (update, close)."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="clip", disable=not sys.stderr.isatty(), leave=True)
+    return bar.update, bar.close
+
+
+def _print(obj: Any, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+    else:
+        sys.stdout.write(str(obj).rstrip() + "\n")
+
+
+# --------------------------------------------------------------------------------------------- commands
+def cmd_manifest(args: argparse.Namespace) -> int:
+    """Build, save and summarise a corpus manifest."""
+    from sertool.data.manifest import save_manifest, summarize, summary_text
+
+    built = _manifest_from_args(args, jobs=args.jobs)
+    manifest = _schemed(built.manifest, args.scheme) if args.scheme != "native" else built.manifest
+    out = args.out or (args.cache or _default_cache()) / built.manifest.attrs["corpus"] / "manifest.parquet"
+    save_manifest(manifest, out)
+    summary = summarize(manifest, built.skipped)
+    summary["label_scheme"] = manifest.attrs.get("label_scheme", "native-v1")
+    summary["manifest_path"] = str(out)
+    _print(summary if args.json else summary_text(summary) + f"\nwritten:       {out}", args.json)
+    return EXIT_SKIPPED if built.skipped else EXIT_OK
+
+
+def cmd_split(args: argparse.Namespace) -> int:
+    """Create (or show) a saved split."""
+    from sertool.splits import Split, make_split, split_summary
+
+    built = _manifest_from_args(args)
+    manifest = _schemed(built.manifest, args.scheme)
+    if args.strategy.startswith("file:") and args.strategy.endswith(".json"):
+        split = Split.load(args.strategy[5:], manifest=manifest)
+    else:
+        split = make_split(manifest, args.strategy, seed=args.seed, valid_fraction=args.valid_fraction)
+    out = args.results / built.manifest.attrs["corpus"] / split.id / "split.json"
+    if not out.exists():
+        split.save(out)
+    summary = {"split_id": split.id, "path": str(out), **split_summary(split, manifest)}
+    _print(summary if args.json else _split_text(summary), args.json)
+    return EXIT_OK
+
+
+def _split_text(summary: dict[str, Any]) -> str:
+    lines = [f"split id: {summary['split_id']}", f"saved:    {summary['path']}"]
+    for k, v in summary.items():
+        if k in ("split_id", "path", "folds"):
+            continue
+        lines.append(f"{k}: {v}")
+    for fold in summary.get("folds", []):
+        lines.append("  " + ", ".join(f"{k}={v}" for k, v in fold.items() if not isinstance(v, list | dict)))
+    return "\n".join(lines)
+
+
+def cmd_features(args: argparse.Namespace) -> int:
+    """Extract (or show the status of) cached features."""
+    from sertool.features import get_extractor
+    from sertool.features.extract import extract_features
+    from sertool.features.store import FeatureStore
+
+    store = FeatureStore(args.cache or _default_cache())
+    if args.status:
+        status = store.status()
+        _print(status.to_dict(orient="records") if args.json else status.to_string(index=False), args.json)
+        return EXIT_OK
+    if not (args.corpus and args.root):
+        raise SertoolError("features: --corpus and --root are required (or use --status)")
+    manifest = _manifest_from_args(args).manifest
+    skipped_any = False
+    reports = []
+    for name in [e.strip() for e in args.extractors.split(",") if e.strip()]:
+        params: dict[str, Any] = {}
+        if name.startswith(("whisper-", "ssl-")):
+            params["device"] = args.device
+        extractor = get_extractor(name, **params)
+        update, close = _progress(len(manifest), name)
+        try:
+            report = extract_features(manifest, extractor, cache=store, jobs=args.jobs,
+                                      scheduler=args.scheduler, progress=update)
+        finally:
+            close()
+        skipped_any |= bool(report.skipped)
+        reports.append(report)
+        if not args.json:
+            _print(f"{name}: {report.n_total} clips ({report.n_cached} cached, {report.n_computed} computed, "
+                   f"{len(report.skipped)} skipped) in {report.seconds:.1f} s "
+                   f"({report.clips_per_second:.1f} clips/s); key {report.key}", False)
+            for path, reason in report.skipped:
+                _print(f"  skipped {path}: {reason}", False)
+    if args.json:
+        _print([r.__dict__ for r in reports], True)
+    return EXIT_SKIPPED if skipped_any else EXIT_OK
+
+
+def cmd_weights(args: argparse.Namespace) -> int:
+    """List the Whisper weights available offline and where they come from."""
+    from sertool.features.weights import list_weights
+
+    infos = list_weights()
+    rows = [i.__dict__ if hasattr(i, "__dict__") else dict(i) for i in infos]
+    if args.json:
+        _print(rows, True)
+    else:
+        for r in rows:
+            _print("  ".join(f"{k}={v}" for k, v in r.items()), False)
+    return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The main job on the built-in synthetic demo corpus."""
+    from sertool.demo import run_demo
+
+    summary = run_demo(args.out, jobs=args.jobs)
+    _print(summary if args.json else summary["text"], args.json)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    """The ``sertool`` argument parser."""
+    from sertool import __version__
+
+    parser = argparse.ArgumentParser(prog="sertool", description="Honest, fast speech emotion recognition "
+                                     "benchmarks.")
+    parser.add_argument("--version", action="version", version=f"sertool {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("manifest", help="scan a corpus folder into a manifest and print its summary")
+    _add_corpus_args(p)
+    _add_cache_arg(p)
+    p.add_argument("--out", type=Path, default=None, help="manifest parquet (default <cache>/<corpus>/manifest.parquet)")
+    p.add_argument("--jobs", type=int, default=4, help="threads for header reading and hashing")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_manifest)
+
+    p = sub.add_parser("split", help="create or show a saved split")
+    _add_corpus_args(p)
+    p.add_argument("--strategy", default="speaker-6fold", help="random-holdout, random-<k>fold, speaker-<k>fold, "
+                   "loso, loso-session, cross-corpus, file:PATH (default speaker-6fold)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--valid-fraction", type=float, default=0.1, help="share of each training part kept for "
+                   "validation (by speaker where speaker-independent)")
+    p.add_argument("--results", type=Path, default=Path("results"), help="results folder (default ./results)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_split)
+
+    p = sub.add_parser("features", help="extract features once and cache them")
+    _add_corpus_args(p, required=False)
+    _add_cache_arg(p)
+    p.add_argument("--extractors", default="handcrafted94", help="comma-separated, e.g. handcrafted94,mfcc40,"
+                   "whisper-base")
+    p.add_argument("--jobs", type=int, default=-1, help="processes for CPU extractors (default: all cores)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--scheduler", default=None, help="Dask scheduler address to run extraction on a cluster")
+    p.add_argument("--status", action="store_true", help="show what is cached and exit")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_features)
+
+    p = sub.add_parser("weights", help="list Whisper weights available offline")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_weights)
+
+    p = sub.add_parser("demo", help="run the main job on the built-in synthetic demo corpus")
+    p.add_argument("--out", type=Path, default=Path("demo"), help="output folder (default ./demo)")
+    p.add_argument("--jobs", type=int, default=-1)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sertool`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.debug or args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return int(args.func(args))
+    except SertoolError as exc:
+        if args.debug:
+            raise
+        sys.stderr.write(f"sertool {args.command}: error: {exc}\n")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        sys.stderr.write("sertool: interrupted\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
