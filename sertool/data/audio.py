@@ -98,7 +98,9 @@ def file_sha1(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def validate_signal(y: np.ndarray, sr: int, *, path: str | os.PathLike = "<array>", min_duration: float = 0.0) -> None:
+def validate_signal(
+    y: np.ndarray, sr: int, *, path: str | os.PathLike = "<array>", min_duration: float = 0.0
+) -> None:
     """Check a decoded signal and raise :class:`AudioError` if it is unusable.
 
     Parameters
@@ -162,16 +164,20 @@ def load_audio(
     AudioError
         Unreadable, empty, all-zero, NaN/inf, or too short.
     ParameterError
-        ``sr`` is not a positive integer.
+        ``sr`` is not a positive integer, ``offset`` is negative or ``duration`` is not positive.
     """
     if sr is not None and (not isinstance(sr, int | np.integer) or sr <= 0):
         raise ParameterError(f"sr must be a positive integer or None, got {sr!r}")
+    if offset < 0 or (duration is not None and duration <= 0):
+        raise ParameterError(
+            f"offset must be >= 0 and duration > 0 or None, got offset={offset!r}, duration={duration!r}"
+        )
     try:
         with sf.SoundFile(str(path)) as fh:
             native = int(fh.samplerate)
             if offset:
-                fh.seek(min(int(round(offset * native)), fh.frames))
-            frames = -1 if duration is None else int(round(duration * native))
+                fh.seek(min(round(offset * native), fh.frames))
+            frames = -1 if duration is None else round(duration * native)
             y = fh.read(frames=frames, dtype="float32", always_2d=True)
     except AudioError:
         raise
