@@ -89,6 +89,10 @@ class Extractor(ABC):
             At least ``"pooled"``: shape ``(dim,)`` or ``(n_layers, dim)``.
         """
 
+    def outputs(self) -> tuple[str, ...]:
+        """Names of the outputs :meth:`extract` returns (``"pooled"`` always; ``"frames"`` for sequences)."""
+        return ("pooled",)
+
     def extract_batch(self, signals: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
         """Features of several signals (override to batch on an accelerator)."""
         return [self.extract(y) for y in signals]
