@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -205,11 +206,15 @@ def save_manifest(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     validate_manifest(df)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     out = df.copy()
     out.attrs = {**df.attrs, "manifest_hash": manifest_hash(df)}
-    out.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    try:
+        out.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a failed write leaves neither a partial manifest nor a temp file
+        raise
     return path
 
 
