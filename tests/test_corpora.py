@@ -15,7 +15,7 @@ from conftest import tone, write_audio
 from sertool.data.audio import load_audio
 from sertool.data.corpora import ADAPTERS, get_adapter
 from sertool.data.corpora.csv import CsvAdapter
-from sertool.data.manifest import MANIFEST_COLUMNS, build_manifest
+from sertool.data.manifest import MANIFEST_COLUMNS, build_manifest, load_manifest, save_manifest
 from sertool.exceptions import CorpusError, ParameterError
 
 
@@ -249,6 +249,8 @@ def test_cremad_without_demographics_leaves_gender_unknown(tmp_path):
     df = build_manifest("cremad", root).manifest
     assert len(df) == 5
     assert df["gender"].isna().all() and df["age"].isna().all()
+    back = load_manifest(save_manifest(df, tmp_path / "m.parquet"))  # all-None columns survive parquet
+    assert back["gender"].isna().all() and list(back["utt_id"]) == list(df["utt_id"])
 
 
 def test_cremad_bad_demographics(tmp_path):
