@@ -1,0 +1,1065 @@
+"""Saved, checked train/valid/test splits.
+
+A :class:`Split` is made once from a manifest (:func:`make_split`), saved as JSON (:meth:`Split.save`) and
+reused by every model, so all results on a corpus are comparable. Every :class:`Fold` has ``train``,
+``valid`` and ``test`` lists of ``utt_id``; the validation part is always carved out of the training part,
+never out of the test part.
+
+Strategies (the names the CLI accepts):
+
+``random-holdout``
+    One stratified train/test split over utterances (``test_fraction``, default 0.2). Speaker-DEPENDENT.
+    ``make_split(m, "random-holdout", test_fraction=0.1, valid_fraction=1/9)`` is the 80/10/10 protocol.
+``random-<k>fold``
+    Stratified k-fold over utterances (``StratifiedKFold``). Speaker-DEPENDENT.
+``speaker-<k>fold``
+    k folds of whole speakers; each test fold gets ``n_speakers // k`` or one more speakers (RAVDESS, k=6:
+    exactly 4 actors per fold). Speaker-independent.
+``loso``
+    Leave one speaker out: one fold per speaker. Speaker-independent.
+``loso-session``
+    Leave one session out (manifest column ``session``, IEMOCAP). Speaker-independent.
+``cross-corpus``
+    One fold: train on the rows of ``train_corpus``, test on the rows of ``test_corpus``.
+``file:PATH``
+    Predefined folds: a CSV with columns ``utt_id,fold`` (the rows of a fold are its test part, the rows of
+    the other folds its training part) or ``utt_id,fold,role`` (role ``train``/``valid``/``test`` given
+    per fold), a JSON ``{"folds": [{"train": [...], "valid": [...], "test": [...]}]}`` (``valid``
+    optional), or a split file written by :meth:`Split.save`. Whether it is speaker-independent is
+    inferred from the folds unless ``speaker_independent=`` is given (then it is checked).
+
+Design decisions:
+
+* **Speaker folds are assigned by sertool, not by ``StratifiedGroupKFold``.** That class balances label
+  proportions but not the number of groups per fold, so with speakers of unequal size a fold can get 3
+  actors and another 5. Here speakers are taken gender by gender (larger gender first) in a seeded random
+  order, and each goes to the fold, among those below their speaker quota, that (1) holds the fewest
+  speakers of its gender, then (2) keeps label proportions across folds most even (the criterion of
+  ``StratifiedGroupKFold``), then (3) has the lowest index. Quotas are ``n // k`` plus one for the first
+  ``n % k`` folds, so the speaker counts per fold are balanced by construction.
+* **Validation part.** ``valid_fraction`` (default 0.1) of the training part: whole speakers for
+  speaker-independent strategies (``max(1, round(fraction * n_train_speakers))`` speakers, picked in a
+  seeded order that alternates genders), stratified random otherwise. ``valid_fraction=0`` means no
+  validation part.
+* **Duplicate audio.** Rows sharing a non-empty ``dup_group`` are one unit: random strategies split units,
+  not rows; speaker (session) strategies merge speakers (sessions) that share a duplicate group (and, for
+  sessions, a speaker) into one group, with a warning, so no group ever straddles two parts.
+* **Determinism.** Rows are sorted by ``utt_id`` first; every random choice comes from
+  ``numpy.random.default_rng([seed, fold, ...])``; part lists are sorted. The same manifest, strategy,
+  parameters and seed give the same :attr:`Split.id` on any machine (paths are never used).
+* **Manifest changes.** A split records the :func:`~sertool.data.manifest.manifest_hash` of the manifest it
+  was made from and ``rows_hash``, a hash of ``(utt_id, speaker, label)`` of the rows it uses. Checking
+  against a manifest with a different hash is accepted (with an INFO log) when every ``utt_id`` of the split
+  is present and the rows hash matches: the split's rows are unchanged (e.g. the manifest was merged with
+  another corpus, or rebuilt on another machine). Otherwise :class:`~sertool.exceptions.SplitError`.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedKFold, train_test_split
+
+from sertool.data.manifest import manifest_hash, validate_manifest
+from sertool.exceptions import LeakageError, ParameterError, SplitError
+
+__all__ = [
+    "ROLES",
+    "STRATEGIES",
+    "Fold",
+    "Split",
+    "check_split",
+    "make_split",
+    "rows_hash",
+    "split_summary",
+]
+
+log = logging.getLogger(__name__)
+
+FORMAT = "sertool-split"
+FORMAT_VERSION = 1
+ROLES: tuple[str, ...] = ("train", "valid", "test")
+
+#: Strategy names (as the CLI spells them) and one-line descriptions.
+STRATEGIES: dict[str, str] = {
+    "random-holdout": "stratified train/test over utterances (test_fraction=0.2); speaker-dependent",
+    "random-<k>fold": "stratified k-fold over utterances; speaker-dependent",
+    "speaker-<k>fold": "k folds of whole speakers, balanced speaker counts and genders; speaker-independent",
+    "loso": "leave one speaker out; speaker-independent",
+    "loso-session": "leave one session out (column 'session', IEMOCAP); speaker-independent",
+    "cross-corpus": "train on train_corpus, test on test_corpus (one fold)",
+    "file:PATH": "predefined folds from a CSV (utt_id,fold[,role]) or a JSON split file",
+}
+
+_KFOLD = re.compile(r"^(random|speaker)-(\d+)fold$")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# data classes
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One fold: three disjoint, sorted tuples of ``utt_id``.
+
+    Attributes
+    ----------
+    index : int
+        Position of the fold in its split (0-based).
+    train, valid, test : tuple of str
+        The utterances of each part; ``valid`` is carved from the training data and may be empty.
+    """
+
+    index: int
+    train: tuple[str, ...]
+    valid: tuple[str, ...]
+    test: tuple[str, ...]
+
+    def part(self, role: str) -> tuple[str, ...]:
+        """The ``utt_id`` tuple of ``role`` (``"train"``, ``"valid"`` or ``"test"``)."""
+        if role not in ROLES:
+            raise ParameterError(f"unknown fold part {role!r}; known: {', '.join(ROLES)}")
+        return getattr(self, role)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form."""
+        return {
+            "index": self.index,
+            "train": list(self.train),
+            "valid": list(self.valid),
+            "test": list(self.test),
+        }
+
+
+@dataclass(frozen=True)
+class Split:
+    """A saved split: strategy, parameters, seed and folds, with the provenance needed to check it.
+
+    Attributes
+    ----------
+    strategy : str
+        Strategy name as given (``"speaker-6fold"``, ``"loso"``, ``"file"``, ...).
+    params : dict
+        The parameters that shaped the folds (defaults filled in), JSON-serialisable.
+    seed : int
+        Seed of every random choice.
+    group_column : str or None
+        Manifest column whose values never straddle test and train/valid (``"speaker"``, ``"session"``,
+        ``"corpus"``), or ``None`` for speaker-dependent splits.
+    speaker_independent : bool
+        True when no speaker may appear in two parts of a fold; :meth:`check` enforces it.
+    manifest_hash : str
+        :func:`sertool.data.manifest.manifest_hash` of the manifest the split was made from.
+    rows_hash : str
+        :func:`rows_hash` of the rows the split uses (utt_id, speaker, label).
+    label_scheme : str
+        Label-scheme id of that manifest (``attrs["label_scheme"]``, default ``"native-v1"``).
+    folds : tuple of Fold
+    """
+
+    strategy: str
+    params: dict[str, Any] = field(hash=False)
+    seed: int
+    group_column: str | None
+    speaker_independent: bool
+    manifest_hash: str
+    rows_hash: str
+    label_scheme: str
+    folds: tuple[Fold, ...]
+
+    @functools.cached_property
+    def id(self) -> str:
+        """``<strategy>-<10 hex digits>``; the digest covers strategy, params, seed, grouping and folds."""
+        content = {
+            "strategy": self.strategy,
+            "params": self.params,
+            "seed": self.seed,
+            "group_column": self.group_column,
+            "speaker_independent": self.speaker_independent,
+            "folds": [[list(f.train), list(f.valid), list(f.test)] for f in self.folds],
+        }
+        blob = json.dumps(content, sort_keys=True, separators=(",", ":"))
+        return f"{self.strategy}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+
+    @property
+    def n_folds(self) -> int:
+        """Number of folds."""
+        return len(self.folds)
+
+    def utt_ids(self) -> list[str]:
+        """Sorted ``utt_id`` of every utterance used by any fold."""
+        return sorted({u for f in self.folds for r in ROLES for u in f.part(r)})
+
+    # -- serialisation ---------------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly form, including ``format``, ``version`` and ``id``."""
+        return {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "id": self.id,
+            "strategy": self.strategy,
+            "params": self.params,
+            "seed": self.seed,
+            "group_column": self.group_column,
+            "speaker_independent": self.speaker_independent,
+            "manifest_hash": self.manifest_hash,
+            "rows_hash": self.rows_hash,
+            "label_scheme": self.label_scheme,
+            "folds": [f.to_dict() for f in self.folds],
+        }
+
+    def to_json(self) -> str:
+        """The split as indented JSON text (what :meth:`save` writes)."""
+        return json.dumps(self.to_dict(), indent=1)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, source: str = "split") -> Split:
+        """Inverse of :meth:`to_dict`.
+
+        Raises
+        ------
+        SplitError
+            Not a sertool split, unsupported version, missing keys, or an ``id`` that does not match the
+            content (the file was edited).
+        """
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise SplitError(f'{source}: not a sertool split (no "format": "{FORMAT}")')
+        if data.get("version") != FORMAT_VERSION:
+            raise SplitError(f"{source}: split format version {data.get('version')!r} is not supported")
+        keys = ("strategy", "params", "seed", "group_column", "speaker_independent", "manifest_hash")
+        missing = [k for k in (*keys, "rows_hash", "label_scheme", "folds") if k not in data]
+        if missing:
+            raise SplitError(f"{source}: split lacks {', '.join(missing)}")
+        try:
+            folds = tuple(
+                Fold(int(f["index"]), *(tuple(str(u) for u in f.get(r, ())) for r in ROLES))
+                for f in data["folds"]
+            )
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise SplitError(f"{source}: malformed folds ({exc!r})") from None
+        split = cls(
+            strategy=str(data["strategy"]),
+            params=dict(data["params"]),
+            seed=int(data["seed"]),
+            group_column=data["group_column"],
+            speaker_independent=bool(data["speaker_independent"]),
+            manifest_hash=str(data["manifest_hash"]),
+            rows_hash=str(data["rows_hash"]),
+            label_scheme=str(data["label_scheme"]),
+            folds=folds,
+        )
+        if "id" in data and data["id"] != split.id:
+            raise SplitError(
+                f"{source}: recorded id {data['id']!r} does not match the content ({split.id!r}); "
+                "the split was edited after it was made"
+            )
+        return split
+
+    @classmethod
+    def from_json(cls, text: str, *, source: str = "split") -> Split:
+        """Parse :meth:`to_json` output (see :meth:`from_dict` for the errors)."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SplitError(f"{source}: not valid JSON ({exc})") from None
+        return cls.from_dict(data, source=source)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the split as JSON atomically (temporary file + rename); returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(self.to_json() + "\n", encoding="utf-8")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, manifest: pd.DataFrame | None = None) -> Split:
+        """Read a split written by :meth:`save`; with ``manifest``, :meth:`check` it too.
+
+        Raises
+        ------
+        SplitError
+            Missing or malformed file, or (with ``manifest``) a failed check; :class:`LeakageError` for leaks.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise SplitError(f"no split file at {str(path)!r}")
+        split = cls.from_json(path.read_text(encoding="utf-8"), source=str(path))
+        if manifest is not None:
+            split.check(manifest)
+        return split
+
+    # -- checks and views ------------------------------------------------------------------------------
+
+    def check(self, manifest: pd.DataFrame) -> None:
+        """Check the split against a manifest; every consumer calls this before using a split.
+
+        Checks: every ``utt_id`` exists; the manifest's rows are those the split was made from (see the
+        module docstring); each fold has non-empty train and test parts and no ``utt_id`` in two parts; no
+        duplicate-audio group in two parts; for speaker-independent splits no speaker (and no value of
+        :attr:`group_column`) shared by test and train/valid, and no speaker shared by train and valid.
+
+        Raises
+        ------
+        SplitError
+            Unknown ``utt_id``, changed rows, empty parts.
+        LeakageError
+            An utterance, speaker, group or duplicate-audio group on two sides of a fold.
+        """
+        df = _prepare(manifest)
+        used = self.utt_ids()
+        missing = sorted(set(used) - set(df["utt_id"]))
+        if missing:
+            raise SplitError(
+                f"split {self.id}: {len(missing)} utt_id(s) not in the manifest, e.g. {missing[0]!r}"
+            )
+        mh = manifest_hash(df)
+        if mh != self.manifest_hash:
+            rh = rows_hash(df, used)
+            if rh != self.rows_hash:
+                raise SplitError(
+                    f"split {self.id}: manifest hash {mh} differs from the split's {self.manifest_hash} "
+                    "and the speaker or label of at least one of its utterances changed; remake the split"
+                )
+            log.info(
+                "split %s: manifest hash %s differs from the split's %s, but its %d utterances are unchanged",
+                self.id,
+                mh,
+                self.manifest_hash,
+                len(used),
+            )
+        ids = df["utt_id"].to_numpy(dtype=object)
+        index = {u: i for i, u in enumerate(ids)}
+        columns = ["speaker", "dup_group"]
+        if self.speaker_independent and self.group_column not in (None, "speaker"):
+            if self.group_column not in df.columns:
+                raise SplitError(
+                    f"split {self.id}: the manifest has no {self.group_column!r} column to check"
+                )
+            columns.append(str(self.group_column))
+        arrays = {c: df[c].astype(str).to_numpy(dtype=object) for c in columns}
+        for fold in self.folds:
+            self._check_fold(fold, ids, index, arrays)
+
+    def _check_fold(
+        self, fold: Fold, ids: np.ndarray, index: dict[str, int], arrays: dict[str, np.ndarray]
+    ) -> None:
+        where = f"split {self.id}, fold {fold.index}"
+        for name in ("train", "test"):
+            if not fold.part(name):
+                raise SplitError(f"{where}: the {name} part is empty")
+        role = np.full(len(ids), -1)
+        for r, name in enumerate(ROLES):
+            part = fold.part(name)
+            pos = np.fromiter((index[u] for u in part), dtype=np.int64, count=len(part))
+            if np.unique(pos).size != pos.size:
+                raise SplitError(f"{where}: the {name} part lists an utterance twice")
+            clash = pos[role[pos] >= 0]
+            if clash.size:
+                raise LeakageError(
+                    f"{where}: utterance {ids[clash[0]]!r} is in both {ROLES[role[clash[0]]]} and {name}"
+                )
+            role[pos] = r
+        # duplicate-audio groups: never in two parts
+        dup = arrays["dup_group"]
+        roles_of: dict[str, set[int]] = defaultdict(set)
+        for i in np.flatnonzero((dup != "") & (role >= 0)):
+            roles_of[dup[i]].add(int(role[i]))
+        for group in sorted(roles_of):
+            if len(roles_of[group]) > 1:
+                r1, r2 = sorted(roles_of[group])[:2]
+                example = ids[np.flatnonzero((dup == group) & (role == r2))[0]]
+                raise LeakageError(
+                    f"{where}: duplicate-audio group {group[:12]} is in both {ROLES[r1]} and {ROLES[r2]} "
+                    f"(e.g. {example!r})"
+                )
+        if not self.speaker_independent:
+            return
+        for col in [c for c in arrays if c != "dup_group"]:
+            values = arrays[col]
+            test_vals = set(values[role == 2])
+            for r in (0, 1):
+                shared = sorted(test_vals & set(values[role == r]))
+                if shared:
+                    raise LeakageError(
+                        f"{where}: {col} {shared[0]!r} is in both test and {ROLES[r]}"
+                        + (f" ({len(shared)} {col} values in all)" if len(shared) > 1 else "")
+                    )
+        speakers = arrays["speaker"]
+        shared = sorted(set(speakers[role == 0]) & set(speakers[role == 1]))
+        if shared:
+            raise LeakageError(f"{where}: speaker {shared[0]!r} is in both train and valid")
+
+    def fold_frame(self) -> pd.DataFrame:
+        """Long table of the assignments.
+
+        Returns
+        -------
+        pd.DataFrame
+            Columns ``fold`` (int), ``utt_id``, ``role`` (``train``/``valid``/``test``); one row per utterance
+            and fold it takes part in, ordered by fold, role, utt_id.
+        """
+        records = [(f.index, u, r) for f in self.folds for r in ROLES for u in f.part(r)]
+        return pd.DataFrame.from_records(records, columns=["fold", "utt_id", "role"])
+
+
+def check_split(split: Split, manifest: pd.DataFrame) -> None:
+    """Same as :meth:`Split.check`."""
+    split.check(manifest)
+
+
+def rows_hash(manifest: pd.DataFrame, utt_ids: Sequence[str] | None = None) -> str:
+    """Hash of ``(utt_id, speaker, label)`` of the given rows (all rows by default), order-independent.
+
+    Returns
+    -------
+    str
+        16 hex digits.
+    """
+    cols = [manifest[c].astype(str).to_numpy(dtype=object) for c in ("utt_id", "speaker", "label")]
+    rows = zip(*cols, strict=True)
+    if utt_ids is not None:
+        wanted = set(utt_ids)
+        rows = (r for r in rows if r[0] in wanted)
+    text = "".join(f"{u}\x1f{s}\x1f{lab}\n" for u, s, lab in sorted(rows))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def split_summary(split: Split, manifest: pd.DataFrame) -> dict[str, Any]:
+    """Per-fold counts of a split on a manifest.
+
+    Returns
+    -------
+    dict
+        ``id, strategy, params, seed, speaker_independent, group_column, n_folds`` and ``folds``: a list of
+        ``{index, n_train, n_valid, n_test, speakers: {role: [speaker, ...]}, labels: {role: {label: n}}}``.
+    """
+    rows = _prepare(manifest).set_index("utt_id")
+    folds = []
+    for fold in split.folds:
+        entry: dict[str, Any] = {"index": fold.index}
+        entry.update({f"n_{r}": len(fold.part(r)) for r in ROLES})
+        speakers, labels = {}, {}
+        for r in ROLES:
+            sub = rows.loc[list(fold.part(r))]
+            speakers[r] = sorted(sub["speaker"].unique().tolist())
+            counts = sub["label"].value_counts()
+            labels[r] = {str(k): int(counts[k]) for k in sorted(counts.index)}
+        entry["speakers"] = speakers
+        entry["labels"] = labels
+        folds.append(entry)
+    return {
+        "id": split.id,
+        "strategy": split.strategy,
+        "params": split.params,
+        "seed": split.seed,
+        "speaker_independent": split.speaker_independent,
+        "group_column": split.group_column,
+        "n_folds": split.n_folds,
+        "folds": folds,
+    }
+
+
+# ----------------------------------------------------------------------------------------------------------
+# making splits
+
+
+def make_split(
+    manifest: pd.DataFrame,
+    strategy: str,
+    *,
+    seed: int = 0,
+    valid_fraction: float = 0.1,
+    **params: Any,
+) -> Split:
+    """Make a split of a manifest (see the module docstring for the strategies).
+
+    Parameters
+    ----------
+    manifest : pd.DataFrame
+        A manifest (:data:`sertool.data.manifest.MANIFEST_COLUMNS`; ``session`` for ``loso-session``). Only
+        its columns are used, never the audio.
+    strategy : str
+        ``random-holdout``, ``random-<k>fold``, ``speaker-<k>fold``, ``loso``, ``loso-session``,
+        ``cross-corpus`` or ``file:PATH``.
+    seed : int, optional
+        Seed of every random choice (non-negative).
+    valid_fraction : float, optional
+        Share of the training part moved to the validation part, in ``[0, 1)``; 0 disables it.
+    **params
+        ``test_fraction`` (random-holdout, default 0.2); ``train_corpus`` and ``test_corpus``
+        (cross-corpus, required); ``speaker_independent`` (file, default: inferred).
+
+    Returns
+    -------
+    Split
+        Already checked against ``manifest``.
+
+    Raises
+    ------
+    ParameterError
+        Unknown strategy or parameter, out-of-range value, more folds than speakers, ...
+    SplitError
+        A predefined split file that does not fit the manifest; :class:`LeakageError` if it leaks.
+    """
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ParameterError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = int(seed)
+    if not 0.0 <= float(valid_fraction) < 1.0:
+        raise ParameterError(f"valid_fraction must be in [0, 1), got {valid_fraction!r}")
+    vf = float(valid_fraction)
+    df = _prepare(manifest)
+    strategy = strategy.strip()
+
+    allowed: set[str] = set()
+    m = _KFOLD.match(strategy)
+    if strategy.startswith("file:"):
+        allowed = {"speaker_independent"}
+        _check_params(strategy, params, allowed)
+        split = _from_file(df, strategy[5:], seed=seed, valid_fraction=vf, **params)
+    else:
+        if strategy == "random-holdout":
+            allowed = {"test_fraction"}
+        elif strategy == "cross-corpus":
+            allowed = {"train_corpus", "test_corpus"}
+        elif not (m or strategy in ("loso", "loso-session")):
+            raise ParameterError(f"unknown split strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
+        _check_params(strategy, params, allowed)
+        if strategy == "random-holdout":
+            tf = float(params.get("test_fraction", 0.2))
+            if not 0.0 < tf < 1.0:
+                raise ParameterError(f"test_fraction must be in (0, 1), got {params.get('test_fraction')!r}")
+            folds = _random_holdout(df, tf, vf, seed)
+            split_params: dict[str, Any] = {"test_fraction": tf, "valid_fraction": vf}
+            group, si = None, False
+        elif m and m.group(1) == "random":
+            k = int(m.group(2))
+            folds = _random_kfold(df, k, vf, seed)
+            split_params, group, si = {"k": k, "valid_fraction": vf}, None, False
+        elif m:
+            k = int(m.group(2))
+            folds = _speaker_kfold(df, k, vf, seed)
+            split_params, group, si = {"k": k, "valid_fraction": vf}, "speaker", True
+        elif strategy == "loso":
+            folds = _leave_one_group_out(df, "speaker", vf, seed)
+            split_params, group, si = {"valid_fraction": vf}, "speaker", True
+        elif strategy == "loso-session":
+            if "session" not in df.columns:
+                raise ParameterError("loso-session needs a 'session' column in the manifest (IEMOCAP)")
+            folds = _leave_one_group_out(df, "session", vf, seed)
+            split_params, group, si = {"valid_fraction": vf}, "session", True
+        else:
+            folds, split_params = _cross_corpus(df, params, vf, seed)
+            group, si = "corpus", True
+        split = _build(df, strategy, split_params, seed, group, si, folds)
+    split.check(df)
+    log.info("made split %s: %d fold(s)", split.id, split.n_folds)
+    return split
+
+
+def _check_params(strategy: str, params: dict[str, Any], allowed: set[str]) -> None:
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise ParameterError(
+            f"split strategy {strategy!r} takes no parameter {unknown[0]!r}"
+            + (f" (it takes: {', '.join(sorted(allowed))})" if allowed else "")
+        )
+
+
+_Parts = tuple[np.ndarray, np.ndarray, np.ndarray]  # row positions of train, valid, test
+
+
+def _build(
+    df: pd.DataFrame,
+    strategy: str,
+    params: dict[str, Any],
+    seed: int,
+    group: str | None,
+    si: bool,
+    parts: list[_Parts],
+) -> Split:
+    ids = df["utt_id"].to_numpy()
+    folds = tuple(Fold(i, *(tuple(sorted(ids[p].tolist())) for p in part)) for i, part in enumerate(parts))
+    used = sorted({u for f in folds for r in ROLES for u in f.part(r)})
+    return Split(
+        strategy=strategy,
+        params=params,
+        seed=seed,
+        group_column=group,
+        speaker_independent=si,
+        manifest_hash=manifest_hash(df),
+        rows_hash=rows_hash(df, used),
+        label_scheme=str(df.attrs.get("label_scheme", "native-v1")),
+        folds=folds,
+    )
+
+
+def _prepare(manifest: pd.DataFrame) -> pd.DataFrame:
+    """Validated copy sorted by utt_id with string speaker/label/dup_group columns; attrs kept."""
+    validate_manifest(manifest)
+    df = manifest.sort_values("utt_id", kind="stable").reset_index(drop=True)
+    df = df.assign(
+        utt_id=df["utt_id"].astype(str),
+        speaker=df["speaker"].astype(str),
+        label=df["label"].astype(str),
+        dup_group=df["dup_group"].fillna("").astype(str),
+    )
+    df.attrs = dict(manifest.attrs)
+    return df
+
+
+def _rng(seed: int, *keys: int) -> np.random.Generator:
+    return np.random.default_rng([seed, *keys])
+
+
+def _state(seed: int, *keys: int) -> int:
+    """An int ``random_state`` for scikit-learn derived from the seed and keys."""
+    return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0])
+
+
+def _round(x: float) -> int:
+    return math.floor(x + 0.5)
+
+
+# -- random (speaker-dependent) strategies ----------------------------------------------------------------
+
+
+def _units(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Duplicate-aware units: (unit keys, unit labels, row positions per unit), sorted by key.
+
+    A unit is one utterance, or all utterances of one duplicate-audio group; its label is that of its first
+    member (by utt_id).
+    """
+    keys = np.where(df["dup_group"] != "", "dup:" + df["dup_group"], "utt:" + df["utt_id"])
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    starts = np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+    members = np.split(order, starts[1:])
+    labels = df["label"].to_numpy()[[m[0] for m in members]]
+    return sorted_keys[starts], labels, members
+
+
+def _stratified_pick(labels: np.ndarray, n_pick: int, random_state: int, what: str) -> np.ndarray:
+    """Positions of ``n_pick`` of ``labels`` chosen stratified (plain random if stratifying is impossible)."""
+    idx = np.arange(len(labels))
+    try:
+        _, picked = train_test_split(idx, test_size=n_pick, stratify=labels, random_state=random_state)
+    except ValueError as exc:
+        log.info("%s: cannot stratify (%s); picking at random", what, exc)
+        _, picked = train_test_split(idx, test_size=n_pick, random_state=random_state)
+    return np.sort(picked)
+
+
+def _carve_valid_random(
+    df: pd.DataFrame, train_rows: np.ndarray, vf: float, state: int
+) -> tuple[np.ndarray, np.ndarray]:
+    if vf == 0.0:
+        return train_rows, train_rows[:0]
+    sub = df.iloc[train_rows]
+    _, labels, members = _units(sub)
+    if len(members) < 2:
+        raise SplitError(f"cannot carve a validation part out of {len(members)} training unit(s)")
+    n_valid = min(len(members) - 1, max(1, _round(vf * len(members))))
+    picked = _stratified_pick(labels, n_valid, state, "validation part")
+    is_valid = np.zeros(len(members), bool)
+    is_valid[picked] = True
+    valid = np.concatenate([members[i] for i in np.flatnonzero(is_valid)])
+    train = np.concatenate([members[i] for i in np.flatnonzero(~is_valid)])
+    return np.sort(train_rows[train]), np.sort(train_rows[valid])
+
+
+def _random_holdout(df: pd.DataFrame, tf: float, vf: float, seed: int) -> list[_Parts]:
+    _, labels, members = _units(df)
+    if len(members) < 2:
+        raise ParameterError(f"random-holdout needs at least 2 utterances, the manifest has {len(members)}")
+    n_test = min(len(members) - 1, max(1, _round(tf * len(members))))
+    picked = _stratified_pick(labels, n_test, _state(seed, 0, 1), "random-holdout test part")
+    is_test = np.zeros(len(members), bool)
+    is_test[picked] = True
+    test = np.sort(np.concatenate([members[i] for i in np.flatnonzero(is_test)]))
+    rest = np.sort(np.concatenate([members[i] for i in np.flatnonzero(~is_test)]))
+    train, valid = _carve_valid_random(df, rest, vf, _state(seed, 0, 2))
+    return [(train, valid, test)]
+
+
+def _random_kfold(df: pd.DataFrame, k: int, vf: float, seed: int) -> list[_Parts]:
+    _, labels, members = _units(df)
+    if not 2 <= k <= len(members):
+        raise ParameterError(
+            f"random-{k}fold: k must be in [2, {len(members)}] (the number of units), got {k}"
+        )
+    skf = StratifiedKFold(n_splits=k, shuffle=True, random_state=_state(seed, 0, 0))
+    try:
+        unit_splits = list(skf.split(np.zeros(len(labels)), labels))
+    except ValueError as exc:
+        raise ParameterError(f"random-{k}fold: {exc}") from None
+    out = []
+    for i, (tr_u, te_u) in enumerate(unit_splits):
+        test = np.sort(np.concatenate([members[j] for j in te_u]))
+        rest = np.sort(np.concatenate([members[j] for j in tr_u]))
+        train, valid = _carve_valid_random(df, rest, vf, _state(seed, i, 2))
+        out.append((train, valid, test))
+    return out
+
+
+# -- group (speaker-independent) strategies ---------------------------------------------------------------
+
+
+def _linked_groups(df: pd.DataFrame, col: str, links: Sequence[str]) -> pd.Series:
+    """Values of ``col`` per row, with values that share a value of a ``links`` column merged (union-find).
+
+    The merged group is named by its smallest member. Empty link values (no duplicate) link nothing.
+    """
+    values = df[col].astype(str)
+    parent = {v: v for v in sorted(set(values))}
+
+    def find(x: str) -> str:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for link in links:
+        linked = df[link].astype(str)
+        mask = linked != ""
+        for _, members in values[mask].groupby(linked[mask], sort=True):
+            uniq = sorted(set(members))
+            for other in uniq[1:]:
+                a, b = find(uniq[0]), find(other)
+                if a != b:
+                    parent[max(a, b)] = min(a, b)
+    merged = {v: find(v) for v in parent}
+    joined = sorted({v for v, r in merged.items() if v != r})
+    if joined:
+        log.warning(
+            "%s values joined into one group because they share %s: %s",
+            col,
+            "/".join(links),
+            ", ".join(f"{v}->{merged[v]}" for v in joined[:10]),
+        )
+    return values.map(merged)
+
+
+def _group_genders(df: pd.DataFrame, groups: pd.Series) -> dict[str, str]:
+    """Gender of each group: the single known gender of its rows, else ``"unknown"``/``"mixed"``."""
+    known: dict[str, set[str]] = {}
+    for g, x in zip(groups.to_numpy(dtype=object), df["gender"].to_numpy(dtype=object), strict=True):
+        text = "" if x is None or (isinstance(x, float) and math.isnan(x)) else str(x)
+        seen = known.setdefault(str(g), set())
+        if text and text not in ("nan", "None", "<NA>"):
+            seen.add(text)
+    return {g: next(iter(v)) if len(v) == 1 else ("mixed" if v else "unknown") for g, v in known.items()}
+
+
+def _gender_order(names: list[str], genders: dict[str, str], rng: np.random.Generator) -> list[list[str]]:
+    """Names split by gender (largest gender first, then by name), each list in seeded random order."""
+    by: dict[str, list[str]] = defaultdict(list)
+    for n in sorted(names):
+        by[genders[n]].append(n)
+    out = []
+    for g in sorted(by, key=lambda g: (-len(by[g]), g)):
+        members = by[g]
+        out.append([members[i] for i in rng.permutation(len(members))])
+    return out
+
+
+def _speaker_groups(df: pd.DataFrame) -> tuple[np.ndarray, dict[str, str]]:
+    """Speaker group per row (speakers sharing duplicate audio merged) and the gender of each group."""
+    speakers = _linked_groups(df, "speaker", ["dup_group"])
+    return speakers.to_numpy(dtype=object), _group_genders(df, speakers)
+
+
+def _carve_valid_by_speaker(
+    train_rows: np.ndarray,
+    speakers: tuple[np.ndarray, dict[str, str]],
+    vf: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Move whole speakers (``max(1, round(vf * n))`` of the ``n`` training speakers) to the valid part.
+
+    Parameters
+    ----------
+    train_rows : np.ndarray
+        Row positions of the training part, shape ``(n_rows,)``.
+    speakers : tuple
+        :func:`_speaker_groups` of the manifest.
+    vf : float
+        Validation fraction; 0 returns an empty validation part.
+    rng : np.random.Generator
+        Source of the seeded order (genders alternate).
+    """
+    if vf == 0.0:
+        return train_rows, train_rows[:0]
+    spk = speakers[0][train_rows]
+    names = sorted(set(spk))
+    if len(names) < 2:
+        raise SplitError(
+            f"cannot carve a validation speaker out of {len(names)} training speaker(s) "
+            f"({', '.join(names)}); use valid_fraction=0"
+        )
+    n_valid = min(len(names) - 1, max(1, _round(vf * len(names))))
+    lists = _gender_order(names, speakers[1], rng)
+    interleaved = [lst[i] for i in range(max(map(len, lists))) for lst in lists if i < len(lst)]
+    chosen = set(interleaved[:n_valid])
+    is_valid = np.isin(spk, sorted(chosen))
+    return train_rows[~is_valid], train_rows[is_valid]
+
+
+def _balanced_assign(
+    names: list[str], counts: np.ndarray, genders: dict[str, str], k: int, rng: np.random.Generator
+) -> list[list[str]]:
+    """Assign groups to ``k`` folds with balanced group counts, genders and label proportions.
+
+    Parameters
+    ----------
+    names : list of str
+        Group names (sorted), length G.
+    counts : np.ndarray
+        Label counts per group, shape ``(G, n_labels)``.
+    genders : dict
+        Group -> gender.
+    k : int
+        Number of folds.
+    rng : np.random.Generator
+        Source of the order in which groups are placed.
+
+    Returns
+    -------
+    list of list of str
+        The groups of each fold, sorted.
+    """
+    n = len(names)
+    quotas = [n // k + (1 if i < n % k else 0) for i in range(k)]
+    pos = {name: i for i, name in enumerate(names)}
+    totals = counts.sum(axis=0).astype(float)
+    totals[totals == 0] = 1.0
+    fold_counts = np.zeros((k, counts.shape[1]))
+    members: list[list[str]] = [[] for _ in range(k)]
+    per_gender = [defaultdict(int) for _ in range(k)]
+    for name in [x for lst in _gender_order(names, genders, rng) for x in lst]:
+        c, g = counts[pos[name]], genders[name]
+        best: tuple[Any, ...] | None = None
+        for f in range(k):
+            if len(members[f]) >= quotas[f]:
+                continue
+            fold_counts[f] += c
+            cost = round(float(np.mean(np.std(fold_counts / totals, axis=0))), 12)
+            fold_counts[f] -= c
+            key = (per_gender[f][g], cost, len(members[f]), f)
+            if best is None or key < best:
+                best = key
+        assert best is not None  # quotas sum to n
+        f = best[-1]
+        members[f].append(name)
+        per_gender[f][g] += 1
+        fold_counts[f] += c
+    return [sorted(m) for m in members]
+
+
+def _speaker_kfold(df: pd.DataFrame, k: int, vf: float, seed: int) -> list[_Parts]:
+    speakers = _speaker_groups(df)
+    names = sorted(set(speakers[0]))
+    if not 2 <= k <= len(names):
+        raise ParameterError(
+            f"speaker-{k}fold: k must be in [2, {len(names)}] (the number of speakers), got {k}"
+        )
+    labels = sorted(set(df["label"]))
+    counts = (
+        pd.crosstab(speakers[0], df["label"].to_numpy(dtype=object))
+        .reindex(index=names, columns=labels, fill_value=0)
+        .to_numpy()
+    )
+    assignment = _balanced_assign(names, counts, speakers[1], k, _rng(seed, 0, 0))
+    out = []
+    rows = np.arange(len(df))
+    for i, test_groups in enumerate(assignment):
+        is_test = np.isin(speakers[0], test_groups)
+        train, valid = _carve_valid_by_speaker(rows[~is_test], speakers, vf, _rng(seed, i, 2))
+        out.append((train, valid, rows[is_test]))
+    return out
+
+
+def _leave_one_group_out(df: pd.DataFrame, col: str, vf: float, seed: int) -> list[_Parts]:
+    links = ["dup_group"] if col == "speaker" else ["dup_group", "speaker"]
+    groups = _linked_groups(df, col, links).to_numpy(dtype=object)
+    speakers = _speaker_groups(df)
+    names = sorted(set(groups))
+    if len(names) < 2:
+        raise ParameterError(
+            f"leave-one-{col}-out needs at least 2 {col} values, the manifest has {len(names)}"
+        )
+    rows = np.arange(len(df))
+    out = []
+    for i, name in enumerate(names):
+        is_test = groups == name
+        train, valid = _carve_valid_by_speaker(rows[~is_test], speakers, vf, _rng(seed, i, 2))
+        out.append((train, valid, rows[is_test]))
+    return out
+
+
+def _cross_corpus(
+    df: pd.DataFrame, params: dict[str, Any], vf: float, seed: int
+) -> tuple[list[_Parts], dict[str, Any]]:
+    present = sorted(set(df["corpus"].astype(str)))
+    chosen = {}
+    for key in ("train_corpus", "test_corpus"):
+        value = params.get(key)
+        if value is None:
+            raise ParameterError(f"cross-corpus needs {key}= (corpora in the manifest: {', '.join(present)})")
+        if str(value) not in present:
+            raise ParameterError(
+                f"cross-corpus: {key}={value!r} is not in the manifest ({', '.join(present)})"
+            )
+        chosen[key] = str(value)
+    if chosen["train_corpus"] == chosen["test_corpus"]:
+        raise ParameterError(
+            f"cross-corpus: train_corpus and test_corpus are both {chosen['train_corpus']!r}"
+        )
+    corpus = df["corpus"].astype(str).to_numpy()
+    rows = np.arange(len(df))
+    test = rows[corpus == chosen["test_corpus"]]
+    train_rows = rows[corpus == chosen["train_corpus"]]
+    test_dups = set(df["dup_group"].iloc[test]) - {""}
+    dup_in_train = df["dup_group"].iloc[train_rows].isin(test_dups).to_numpy()
+    if dup_in_train.any():
+        log.warning(
+            "cross-corpus: %d training utterance(s) duplicate test audio and are left out",
+            int(dup_in_train.sum()),
+        )
+        train_rows = train_rows[~dup_in_train]
+    train, valid = _carve_valid_by_speaker(train_rows, _speaker_groups(df), vf, _rng(seed, 0, 2))
+    return [(train, valid, test)], {**chosen, "valid_fraction": vf}
+
+
+# -- predefined folds ---------------------------------------------------------------------------------------
+
+
+def _from_file(
+    df: pd.DataFrame,
+    path_str: str,
+    *,
+    seed: int,
+    valid_fraction: float,
+    speaker_independent: bool | None = None,
+) -> Split:
+    path = Path(path_str).expanduser()
+    if not path_str or not path.is_file():
+        raise ParameterError(f"file split: no file at {path_str!r}")
+    raw = path.read_bytes()
+    digest = hashlib.sha256(raw).hexdigest()[:16]
+    explicit: list[tuple[str, list[str], list[str] | None, list[str] | None]]  # label, test, train, valid
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise SplitError(f"{path}: not valid JSON ({exc})") from None
+        if isinstance(data, dict) and data.get("format") == FORMAT:
+            return Split.from_dict(data, source=str(path))
+        if not isinstance(data, dict) or not isinstance(data.get("folds"), list) or not data["folds"]:
+            raise SplitError(f'{path}: expected a sertool split or {{"folds": [{{"train", "test"}}, ...]}}')
+        explicit = []
+        for i, f in enumerate(data["folds"]):
+            if not isinstance(f, dict) or "train" not in f or "test" not in f:
+                raise SplitError(f"{path}: fold {i} lacks 'train' or 'test'")
+            valid = [str(u) for u in f["valid"]] if "valid" in f else None
+            explicit.append((str(i), [str(u) for u in f["test"]], [str(u) for u in f["train"]], valid))
+    else:
+        explicit = _read_fold_csv(path)
+    known = set(df["utt_id"])
+    listed = sorted({u for _, te, tr, va in explicit for u in (*te, *(tr or ()), *(va or ()))})
+    missing = [u for u in listed if u not in known]
+    if missing:
+        raise SplitError(f"{path}: {len(missing)} utt_id(s) not in the manifest, e.g. {missing[0]!r}")
+    if len(listed) < len(df):
+        log.info("%s: %d manifest utterance(s) are in no fold", path, len(df) - len(listed))
+    pos = pd.Series(np.arange(len(df)), index=df["utt_id"])
+    all_rows = np.sort(pos[listed].to_numpy())
+    folds_rows = []
+    for _, test_ids, train_ids, valid_ids in explicit:
+        test = np.sort(pos[test_ids].to_numpy())
+        # utt_id,fold CSV (no train list): everything listed outside the test fold trains
+        rest = np.setdiff1d(all_rows, test) if train_ids is None else np.sort(pos[train_ids].to_numpy())
+        folds_rows.append((rest, None if valid_ids is None else np.sort(pos[valid_ids].to_numpy()), test))
+    speakers = _speaker_groups(df)
+    spk = df["speaker"].to_numpy(dtype=object)
+    if speaker_independent is None:
+        si = all(
+            not (set(spk[a]) & set(spk[b]))
+            for tr, va, te in folds_rows
+            for a, b in ((te, tr), (te, va), (tr, va))
+            if a is not None and b is not None
+        )
+        log.info("%s: folds are %sspeaker-independent", path, "" if si else "NOT ")
+    else:
+        si = bool(speaker_independent)
+    parts: list[_Parts] = []
+    for i, (rest, valid, test) in enumerate(folds_rows):
+        if valid is not None:
+            parts.append((rest, valid, test))
+        elif si:
+            parts.append((*_carve_valid_by_speaker(rest, speakers, valid_fraction, _rng(seed, i, 2)), test))
+        else:
+            parts.append((*_carve_valid_random(df, rest, valid_fraction, _state(seed, i, 2)), test))
+    params = {
+        "file": path.name,
+        "sha256": digest,
+        "fold_labels": [label for label, *_ in explicit],
+        "valid_fraction": valid_fraction,
+    }
+    return _build(df, "file", params, seed, "speaker" if si else None, si, parts)
+
+
+def _read_fold_csv(path: Path) -> list[tuple[str, list[str], list[str] | None, list[str] | None]]:
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except Exception as exc:
+        raise SplitError(f"{path}: not a readable CSV ({exc})") from None
+    table.columns = [c.strip() for c in table.columns]
+    if "utt_id" not in table.columns or "fold" not in table.columns:
+        raise SplitError(
+            f"{path}: a fold CSV needs columns utt_id,fold[,role]; found {', '.join(table.columns)}"
+        )
+    if table.empty:
+        raise SplitError(f"{path}: no rows")
+    labels = sorted(
+        set(table["fold"]), key=lambda s: (0, int(s), s) if s.lstrip("-").isdigit() else (1, 0, s)
+    )
+    has_role = "role" in table.columns
+    key = ["utt_id", "fold"] if has_role else ["utt_id"]
+    dup = table[table.duplicated(key)]
+    if len(dup):
+        raise SplitError(
+            f"{path}: utt_id {dup['utt_id'].iloc[0]!r} is listed twice"
+            + (f" in fold {dup['fold'].iloc[0]!r}" if has_role else "")
+        )
+    if has_role:
+        bad = sorted(set(table["role"]) - set(ROLES))
+        if bad:
+            raise SplitError(f"{path}: unknown role {bad[0]!r} (known: {', '.join(ROLES)})")
+    out = []
+    for label in labels:
+        sub = table[table["fold"] == label]
+        if has_role:
+            by_role = {r: sub.loc[sub["role"] == r, "utt_id"].tolist() for r in ROLES}
+            out.append((label, by_role["test"], by_role["train"], by_role["valid"] or None))
+        else:
+            out.append((label, sub["utt_id"].tolist(), None, None))
+    return out
