@@ -30,22 +30,43 @@ def _default_cache() -> Path:
 
 
 def _add_corpus_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
-    p.add_argument("--corpus", required=required, help="corpus adapter: ravdess, tess, cremad, savee, emodb, "
-                   "iemocap, shemo, csv, demo")
+    p.add_argument(
+        "--corpus",
+        required=required,
+        help="corpus adapter: ravdess, tess, cremad, savee, emodb, iemocap, shemo, csv, demo",
+    )
     p.add_argument("--root", required=required, type=Path, help="corpus folder in its original layout")
     p.add_argument("--csv", type=Path, default=None, help="CSV (path,label[,speaker]) for --corpus csv")
-    p.add_argument("--scheme", default="native", help="label scheme: native, ser7, ser4, ser6 (default native)")
+    p.add_argument(
+        "--label-map",
+        default=None,
+        help='JSON object mapping CSV labels to canonical ones, e.g. \'{"ang": "angry"}\' (--corpus csv)',
+    )
+    p.add_argument(
+        "--scheme", default="native", help="label scheme: native, ser7, ser4, ser6 (default native)"
+    )
 
 
 def _add_cache_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cache", type=Path, default=None,
-                   help="feature/manifest cache folder (default $SERTOOL_CACHE or ~/.cache/sertool)")
+    p.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="feature/manifest cache folder (default $SERTOOL_CACHE or ~/.cache/sertool)",
+    )
 
 
 def _manifest_from_args(args: argparse.Namespace, *, jobs: int = 4) -> Any:
     from sertool.data.manifest import build_manifest
 
-    kwargs = {"csv": args.csv} if getattr(args, "csv", None) else {}
+    kwargs: dict[str, Any] = {}
+    if getattr(args, "csv", None):
+        kwargs["csv"] = args.csv
+    if getattr(args, "label_map", None):
+        try:
+            kwargs["label_map"] = json.loads(args.label_map)
+        except json.JSONDecodeError as exc:
+            raise SertoolError(f"--label-map is not valid JSON: {exc}") from None
     return build_manifest(args.corpus, args.root, jobs=jobs, **kwargs)
 
 
@@ -138,16 +159,20 @@ def cmd_features(args: argparse.Namespace) -> int:
         extractor = get_extractor(name, **params)
         update, close = _progress(len(manifest), name)
         try:
-            report = extract_features(manifest, extractor, cache=store, jobs=args.jobs,
-                                      scheduler=args.scheduler, progress=update)
+            report = extract_features(
+                manifest, extractor, cache=store, jobs=args.jobs, scheduler=args.scheduler, progress=update
+            )
         finally:
             close()
         skipped_any |= bool(report.skipped)
         reports.append(report)
         if not args.json:
-            _print(f"{name}: {report.n_total} clips ({report.n_cached} cached, {report.n_computed} computed, "
-                   f"{len(report.skipped)} skipped) in {report.seconds:.1f} s "
-                   f"({report.clips_per_second:.1f} clips/s); key {report.key}", False)
+            _print(
+                f"{name}: {report.n_total} clips ({report.n_cached} cached, {report.n_computed} computed, "
+                f"{len(report.skipped)} skipped) in {report.seconds:.1f} s "
+                f"({report.clips_per_second:.1f} clips/s); key {report.key}",
+                False,
+            )
             for path, reason in report.skipped:
                 _print(f"  skipped {path}: {reason}", False)
     if args.json:
@@ -183,8 +208,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``sertool`` argument parser."""
     from sertool import __version__
 
-    parser = argparse.ArgumentParser(prog="sertool", description="Honest, fast speech emotion recognition "
-                                     "benchmarks.")
+    parser = argparse.ArgumentParser(
+        prog="sertool", description="Honest, fast speech emotion recognition benchmarks."
+    )
     parser.add_argument("--version", action="version", version=f"sertool {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
@@ -193,18 +219,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("manifest", help="scan a corpus folder into a manifest and print its summary")
     _add_corpus_args(p)
     _add_cache_arg(p)
-    p.add_argument("--out", type=Path, default=None, help="manifest parquet (default <cache>/<corpus>/manifest.parquet)")
+    p.add_argument(
+        "--out", type=Path, default=None, help="manifest parquet (default <cache>/<corpus>/manifest.parquet)"
+    )
     p.add_argument("--jobs", type=int, default=4, help="threads for header reading and hashing")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_manifest)
 
     p = sub.add_parser("split", help="create or show a saved split")
     _add_corpus_args(p)
-    p.add_argument("--strategy", default="speaker-6fold", help="random-holdout, random-<k>fold, speaker-<k>fold, "
-                   "loso, loso-session, cross-corpus, file:PATH (default speaker-6fold)")
+    p.add_argument(
+        "--strategy",
+        default="speaker-6fold",
+        help="random-holdout, random-<k>fold, speaker-<k>fold, "
+        "loso, loso-session, cross-corpus, file:PATH (default speaker-6fold)",
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--valid-fraction", type=float, default=0.1, help="share of each training part kept for "
-                   "validation (by speaker where speaker-independent)")
+    p.add_argument(
+        "--valid-fraction",
+        type=float,
+        default=0.1,
+        help="share of each training part kept for validation (by speaker where speaker-independent)",
+    )
     p.add_argument("--results", type=Path, default=Path("results"), help="results folder (default ./results)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_split)
@@ -212,8 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("features", help="extract features once and cache them")
     _add_corpus_args(p, required=False)
     _add_cache_arg(p)
-    p.add_argument("--extractors", default="handcrafted94", help="comma-separated, e.g. handcrafted94,mfcc40,"
-                   "whisper-base")
+    p.add_argument(
+        "--extractors",
+        default="handcrafted94",
+        help="comma-separated, e.g. handcrafted94,mfcc40,whisper-base",
+    )
     p.add_argument("--jobs", type=int, default=-1, help="processes for CPU extractors (default: all cores)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--scheduler", default=None, help="Dask scheduler address to run extraction on a cluster")
@@ -237,7 +276,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sertool`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = logging.DEBUG if args.debug or args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING
+    level = (
+        logging.DEBUG if args.debug or args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING
+    )
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         return int(args.func(args))

@@ -48,8 +48,15 @@ def run_demo(out: str | Path = "demo", *, jobs: int = -1, seed: int = 0) -> dict
     split_path = out / "results" / "demo" / split.id / "split.json"
     split.save(split_path)
     ssum = split_summary(split, manifest)
-    text = [DEMO_BANNER, "", "== manifest", summary_text(msum), "", "== split",
-            f"id {split.id} ({split.strategy}, seed {seed}), saved to {split_path}"]
+    text = [
+        DEMO_BANNER,
+        "",
+        "== manifest",
+        summary_text(msum),
+        "",
+        "== split",
+        f"id {split.id} ({split.strategy}, seed {seed}), saved to {split_path}",
+    ]
     for fold in ssum.get("folds", []):
         text.append("  " + ", ".join(f"{k}={v}" for k, v in fold.items() if not isinstance(v, list | dict)))
     return {"synthetic": True, "manifest": msum, "split": {"id": split.id, **ssum}, "text": "\n".join(text)}

@@ -20,7 +20,9 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(20261122)
 
 
-def tone(duration: float = 1.0, sr: int = 16000, freq: float = 220.0, amp: float = 0.3, seed: int = 0) -> np.ndarray:
+def tone(
+    duration: float = 1.0, sr: int = 16000, freq: float = 220.0, amp: float = 0.3, seed: int = 0
+) -> np.ndarray:
     """A harmonic tone with a little noise: a stand-in for a voiced clip."""
     t = np.arange(int(duration * sr)) / sr
     y = sum(amp / k * np.sin(2 * np.pi * freq * k * t) for k in range(1, 6))
@@ -28,7 +30,9 @@ def tone(duration: float = 1.0, sr: int = 16000, freq: float = 220.0, amp: float
     return y.astype(np.float32)
 
 
-def write_audio(path: Path, y: np.ndarray | None = None, sr: int = 16000, subtype: str | None = None, **kw) -> Path:
+def write_audio(
+    path: Path, y: np.ndarray | None = None, sr: int = 16000, subtype: str | None = None, **kw
+) -> Path:
     """Write ``y`` (default: a 1 s tone) to ``path`` (format from the extension), creating folders."""
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, tone(sr=sr, **kw) if y is None else y, sr, subtype=subtype)

@@ -112,7 +112,13 @@ SCHEMES: dict[str, LabelScheme] = {
         LabelScheme(
             "ser4",
             1,
-            mapping={"angry": "angry", "happy": "happy", "excited": "happy", "sad": "sad", "neutral": "neutral"},
+            mapping={
+                "angry": "angry",
+                "happy": "happy",
+                "excited": "happy",
+                "sad": "sad",
+                "neutral": "neutral",
+            },
             description="Common 4-class scheme (IEMOCAP convention): angry, happy (incl. excited), sad, neutral.",
         ),
         LabelScheme(
@@ -145,7 +151,9 @@ def get_scheme(name: str | LabelScheme) -> LabelScheme:
     base = name.rsplit("-v", 1)[0] if "-v" in name else name
     scheme = SCHEMES.get(base)
     if scheme is None or (base != name and scheme.id != name):
-        raise ParameterError(f"unknown label scheme {name!r}; known: {', '.join(s.id for s in SCHEMES.values())}")
+        raise ParameterError(
+            f"unknown label scheme {name!r}; known: {', '.join(s.id for s in SCHEMES.values())}"
+        )
     return scheme
 
 

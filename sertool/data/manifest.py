@@ -74,12 +74,16 @@ def _probe(row: UtteranceRow) -> tuple[UtteranceRow, dict[str, Any] | None, str 
         info = audio_info(row.path)
         if info.frames == 0:
             raise AudioError(row.path, "empty: no samples")
-        return row, {
-            "duration_s": info.duration_s,
-            "sample_rate": info.sample_rate,
-            "channels": info.channels,
-            "sha1": file_sha1(row.path),
-        }, None
+        return (
+            row,
+            {
+                "duration_s": info.duration_s,
+                "sample_rate": info.sample_rate,
+                "channels": info.channels,
+                "sha1": file_sha1(row.path),
+            },
+            None,
+        )
     except AudioError as err:
         return row, None, err.reason
 
@@ -140,12 +144,21 @@ def build_manifest(
         }
         records.append(rec)
     if skipped:
-        log.warning("%s: skipped %d file(s), first %s: %s", adapter.name, len(skipped), skipped[0].path,
-                    skipped[0].reason)
+        log.warning(
+            "%s: skipped %d file(s), first %s: %s",
+            adapter.name,
+            len(skipped),
+            skipped[0].path,
+            skipped[0].reason,
+        )
     if not records:
         raise CorpusError(
             f"{adapter.name}: no usable utterance under {str(root_path)!r}"
-            + (f" ({len(skipped)} files skipped; first: {skipped[0].path}: {skipped[0].reason})" if skipped else "")
+            + (
+                f" ({len(skipped)} files skipped; first: {skipped[0].path}: {skipped[0].reason})"
+                if skipped
+                else ""
+            )
         )
     df = pd.DataFrame.from_records(records)
     counts = df["sha1"].map(df["sha1"].value_counts())

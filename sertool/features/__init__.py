@@ -5,7 +5,14 @@ Importing this package registers every built-in extractor.
 
 from importlib import import_module
 
-from sertool.features.base import EXTRACTORS, Extractor, FeatureView, get_extractor, parse_view, register_extractor
+from sertool.features.base import (
+    EXTRACTORS,
+    Extractor,
+    FeatureView,
+    get_extractor,
+    parse_view,
+    register_extractor,
+)
 
 for _mod in ("handcrafted", "whisper", "egemaps", "ssl"):
     try:

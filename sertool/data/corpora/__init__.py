@@ -5,7 +5,14 @@ Importing this package registers every built-in adapter.
 
 from importlib import import_module
 
-from sertool.data.corpora.base import ADAPTERS, CorpusAdapter, SkippedFile, UtteranceRow, get_adapter, register
+from sertool.data.corpora.base import (
+    ADAPTERS,
+    CorpusAdapter,
+    SkippedFile,
+    UtteranceRow,
+    get_adapter,
+    register,
+)
 
 for _mod in ("ravdess", "tess", "cremad", "savee", "emodb", "iemocap", "shemo", "csv", "demo"):
     try:

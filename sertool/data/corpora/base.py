@@ -17,7 +17,15 @@ from typing import Any, ClassVar
 from sertool.data.audio import is_audio_file
 from sertool.exceptions import CorpusError, ParameterError
 
-__all__ = ["ADAPTERS", "CorpusAdapter", "SkippedFile", "UtteranceRow", "get_adapter", "iter_audio_files", "register"]
+__all__ = [
+    "ADAPTERS",
+    "CorpusAdapter",
+    "SkippedFile",
+    "UtteranceRow",
+    "get_adapter",
+    "iter_audio_files",
+    "register",
+]
 
 
 @dataclass(frozen=True)

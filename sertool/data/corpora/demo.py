@@ -42,7 +42,7 @@ def _clip(rng: np.random.Generator, label: str, f0_base: float, tilt: float, sr:
     for k in range(1, 16):
         y += np.exp(-(k - 1) / (bright * tilt)) * np.sin(k * phase + rng.uniform(0, 6.28))
     syll = 0.5 * (1 - np.cos(2 * np.pi * rate * rng.uniform(0.85, 1.15) * t))
-    env = syll ** 1.5 * np.minimum(1, np.minimum(t, dur - t) / 0.05)
+    env = syll**1.5 * np.minimum(1, np.minimum(t, dur - t) / 0.05)
     y = loud * rng.uniform(0.8, 1.2) * env * y / np.max(np.abs(y))
     y += rng.normal(0, 0.01, n)
     return np.clip(y, -0.99, 0.99).astype(np.float32)

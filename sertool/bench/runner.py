@@ -1,0 +1,546 @@
+"""The benchmark runner: feature views x models x folds of ONE saved split, resumable, with provenance.
+
+Protocol decisions (written here because they decide what the numbers mean):
+
+- The split is checked for leakage before anything is trained (:class:`~sertool.exceptions.LeakageError`).
+- Labels are encoded once, centrally, from the manifest's class list (canonical order), so every fold and
+  model sees the same class indices; balanced sample weights reach every model that accepts them the same
+  way (:func:`sertool.models.registry.fit_estimator`).
+- Neural heads train on the fold's training part and early-stop on its validation part (speaker-disjoint
+  for speaker-independent splits). Classical models have no early stopping, so they fit on training +
+  validation parts; with ``tune=True`` their hyper-parameters are searched by cross-validation inside that
+  data only (grouped by speaker when the split is speaker-independent). The test part is used once, to score.
+- A unit (view, model, fold) is stored the moment it finishes: predictions first, then the JSON that marks
+  it done, each written atomically. Rerunning skips finished units (``force=True`` redoes them), so a killed
+  run loses at most the unit in flight. A per-unit file lock keeps concurrent runs from doing one unit twice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from filelock import FileLock, Timeout
+from sklearn.base import clone
+
+from sertool.data.labels import CANONICAL_LABELS
+from sertool.data.manifest import manifest_hash
+from sertool.exceptions import SertoolError
+from sertool.provenance import environment
+
+__all__ = ["BenchReport", "UnitResult", "class_order", "run_bench", "split_dir", "unit_paths"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class UnitResult:
+    """Outcome of one (view, model, fold) unit."""
+
+    features: str
+    model: str
+    fold: int
+    status: str  # "done", "cached", "skipped", "failed"
+    ua: float | None = None
+    wa: float | None = None
+    seconds: float = 0.0
+    reason: str = ""
+
+
+@dataclass
+class BenchReport:
+    """What :func:`run_bench` returns."""
+
+    split_id: str
+    results_dir: Path
+    units: list[UnitResult] = field(default_factory=list)
+    extraction: list[Any] = field(default_factory=list)
+    leaderboard: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Number of units per status."""
+        out: dict[str, int] = {}
+        for u in self.units:
+            out[u.status] = out.get(u.status, 0) + 1
+        return out
+
+
+def class_order(labels: Sequence[str]) -> list[str]:
+    """Classes present in ``labels``, in canonical order (unknown labels last, alphabetically)."""
+    order = {lab: i for i, lab in enumerate(CANONICAL_LABELS)}
+    return sorted(set(labels), key=lambda c: (order.get(c, len(order)), c))
+
+
+def corpus_name(manifest: pd.DataFrame) -> str:
+    """``ravdess``, or ``ravdess+tess`` for a merged manifest."""
+    return "+".join(sorted(manifest["corpus"].unique()))
+
+
+def split_dir(results_dir: str | Path, manifest: pd.DataFrame, split: Any) -> Path:
+    """``<results>/<corpus>/<split-id>``."""
+    return Path(results_dir) / corpus_name(manifest) / split.id
+
+
+def unit_paths(base: Path, view: str, model: str, fold: int) -> tuple[Path, Path]:
+    """(json, predictions parquet) paths of a unit."""
+    d = base / "runs" / view.replace("/", "_") / model
+    return d / f"fold-{fold}.json", d / f"fold-{fold}.predictions.parquet"
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    df.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float | int | str | bool) or obj is None:
+        return obj
+    return repr(obj)
+
+
+def _model_params(est: Any) -> dict[str, Any]:
+    try:
+        return _json_safe(est.get_params(deep=False))
+    except Exception:  # pragma: no cover - estimators without get_params are not registered
+        return {}
+
+
+def _protocol(split: Any) -> str:
+    if split.strategy.startswith("cross-corpus"):
+        return "cross-corpus"
+    return "speaker-independent" if split.speaker_independent else "speaker-dependent"
+
+
+def _select(features: Any, ids: Sequence[str]) -> Any:
+    """Rows of a loaded FeatureSet for ``ids`` (array rows or list items)."""
+    pos = features.index
+    idx = [pos[i] for i in ids]
+    if isinstance(features.X, np.ndarray):
+        return features.X[idx]
+    return [features.X[i] for i in idx]
+
+
+@dataclass
+class _Loaded:
+    X: Any
+    utt_ids: list[str]
+    key: str
+    view: str
+    index: dict[str, int]
+
+
+def _resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    except ImportError:
+        return "cpu"
+
+
+def run_bench(
+    manifest: pd.DataFrame,
+    split: Any,
+    *,
+    features: Sequence[str],
+    models: str | Sequence[str] = "all",
+    results_dir: str | Path = "results",
+    cache: Any = None,
+    seed: int = 0,
+    device: str = "auto",
+    tune: bool = False,
+    force: bool = False,
+    extract: bool = True,
+    jobs: int = -1,
+    model_params: dict[str, dict[str, Any]] | None = None,
+    extractor_params: dict[str, dict[str, Any]] | None = None,
+    progress: Callable[[UnitResult], None] | None = None,
+    render: bool = True,
+) -> BenchReport:
+    """Train and score every (feature view, model, fold) of a saved split; store each unit as it finishes.
+
+    Parameters
+    ----------
+    manifest : pd.DataFrame
+        The manifest, already mapped through the split's label scheme.
+    split : sertool.splits.Split
+        The saved split (checked for leakage here).
+    features : sequence of str
+        Feature views (``"handcrafted94"``, ``"whisper-base@all"``, ...).
+    models : str or sequence of str
+        ``"all"``, a family (``"classic"``, ``"neural"``) or names; ``all`` keeps the models whose input kind
+        (pooled vectors / frame sequences) the view provides.
+    results_dir : str or Path
+        Results root; units go to ``<results>/<corpus>/<split-id>/runs/``.
+    cache : FeatureStore, str or Path, optional
+        Feature cache (default :func:`sertool.features.store.default_cache_dir`).
+    seed : int
+        Seed given to every model.
+    device : {"auto", "cpu", "cuda"}
+        Device for torch heads and GPU-capable extractors.
+    tune : bool
+        Search hyper-parameters (the model's ``param_grid``) inside the training data of each fold.
+    force : bool
+        Redo finished units.
+    extract : bool
+        Extract features that are not cached yet (through the same cache as ``sertool features``).
+    jobs : int
+        Processes for CPU feature extraction.
+    model_params : dict, optional
+        Per-model parameter overrides ``{"svm": {"C": 1.0}}``.
+    extractor_params : dict, optional
+        Per-extractor parameters ``{"whisper-base": {"frame_layers": [4]}}``.
+    progress : callable, optional
+        Called with each :class:`UnitResult` as it finishes (the CLI draws a bar).
+    render : bool
+        Render the leaderboard at the end.
+
+    Returns
+    -------
+    BenchReport
+    """
+    from sertool.features import get_extractor, parse_view
+    from sertool.features.store import FeatureStore, default_cache_dir
+    from sertool.models.registry import (
+        encode_labels,
+        fit_estimator,
+        get_model,
+        make_estimator,
+        resolve_models,
+    )
+    from sertool.splits import check_split
+
+    check_split(split, manifest)
+    store = cache if isinstance(cache, FeatureStore) else FeatureStore(cache or default_cache_dir())
+    base = split_dir(results_dir, manifest, split)
+    base.mkdir(parents=True, exist_ok=True)
+    split_file = base / "split.json"
+    if not split_file.exists():
+        split.save(split_file)
+    report = BenchReport(split_id=split.id, results_dir=base)
+    classes = class_order(manifest["label"].tolist())
+    encoder, _ = encode_labels(classes)
+    labels = dict(zip(manifest["utt_id"], manifest["label"], strict=True))
+    speakers = dict(zip(manifest["utt_id"], manifest["speaker"], strict=True))
+    dev = _resolve_device(device)
+    env = environment()
+    mhash = manifest_hash(manifest)
+    model_params = model_params or {}
+    extractor_params = extractor_params or {}
+
+    for spec in features:
+        view = parse_view(spec)
+        eparams = dict(extractor_params.get(view.extractor, {}))
+        if view.extractor.startswith(("whisper-", "ssl-")):
+            eparams.setdefault("device", dev)
+        extractor = get_extractor(view.extractor, **eparams)
+        if extract:
+            from sertool.features.extract import extract_features
+
+            report.extraction.append(extract_features(manifest, extractor, cache=store, jobs=jobs))
+        kinds = ["pooled"] + (["frames"] if "frames" in extractor.outputs() else [])
+        requested = resolve_models(models)
+        specs = [m for m in requested if m.input in kinds]
+        explicit = not (isinstance(models, str) and models in ("all", "classic", "neural"))
+        for m in requested:
+            if m.input not in kinds and explicit:
+                log.warning("%s needs %s features, which %s does not provide; skipped", m.name, m.input, spec)
+                report.units.append(UnitResult(view.name, m.name, -1, "skipped", reason=f"needs {m.input}"))
+        loaded: dict[str, _Loaded] = {}
+        for kind in {m.input for m in specs}:
+            fs = store.load(manifest, view, output=kind, allow_missing=True)
+            loaded[kind] = _Loaded(
+                fs.X, list(fs.utt_ids), fs.key, view.name, {u: i for i, u in enumerate(fs.utt_ids)}
+            )
+        for mspec in specs:
+            feats = loaded[mspec.input]
+            for fold in split.folds:
+                unit = _run_unit(
+                    base=base,
+                    feats=feats,
+                    mspec=mspec,
+                    fold=fold,
+                    split=split,
+                    classes=classes,
+                    encoder=encoder,
+                    labels=labels,
+                    speakers=speakers,
+                    seed=seed,
+                    device=dev,
+                    tune=tune,
+                    force=force,
+                    overrides=model_params.get(mspec.name, {}),
+                    env=env,
+                    mhash=mhash,
+                    manifest=manifest,
+                    make_estimator=make_estimator,
+                    fit_estimator=fit_estimator,
+                    get_model=get_model,
+                )
+                report.units.append(unit)
+                if progress is not None:
+                    progress(unit)
+    if render:
+        from sertool.bench.leaderboard import build_leaderboard, collect_results, write_leaderboard
+
+        results = collect_results(results_dir, corpus=corpus_name(manifest), split_id=split.id)
+        board = build_leaderboard(results, seed=seed)
+        report.leaderboard = write_leaderboard(
+            board, results, base, title=f"{corpus_name(manifest)} / {split.id}"
+        )
+    return report
+
+
+def _run_unit(
+    *,
+    base: Path,
+    feats: _Loaded,
+    mspec: Any,
+    fold: Any,
+    split: Any,
+    classes: list[str],
+    encoder: Any,
+    labels: dict[str, str],
+    speakers: dict[str, str],
+    seed: int,
+    device: str,
+    tune: bool,
+    force: bool,
+    overrides: dict[str, Any],
+    env: dict[str, Any],
+    mhash: str,
+    manifest: pd.DataFrame,
+    make_estimator: Any,
+    fit_estimator: Any,
+    get_model: Any,
+) -> UnitResult:
+    view, name, k = feats.view, mspec.name, fold.index
+    jpath, ppath = unit_paths(base, view, name, k)
+    if jpath.exists() and not force:
+        meta = json.loads(jpath.read_text())
+        return UnitResult(view, name, k, "cached", meta["metrics"]["ua"], meta["metrics"]["wa"])
+    jpath.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(jpath) + ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return UnitResult(view, name, k, "skipped", reason="another process is running this unit")
+    try:
+        if jpath.exists() and not force:  # finished by another process while we waited
+            meta = json.loads(jpath.read_text())
+            return UnitResult(view, name, k, "cached", meta["metrics"]["ua"], meta["metrics"]["wa"])
+        return _fit_score(
+            base=base,
+            feats=feats,
+            mspec=mspec,
+            fold=fold,
+            split=split,
+            classes=classes,
+            encoder=encoder,
+            labels=labels,
+            speakers=speakers,
+            seed=seed,
+            device=device,
+            tune=tune,
+            overrides=overrides,
+            env=env,
+            mhash=mhash,
+            manifest=manifest,
+            make_estimator=make_estimator,
+            fit_estimator=fit_estimator,
+            jpath=jpath,
+            ppath=ppath,
+        )
+    finally:
+        lock.release()
+
+
+def _fit_score(
+    *,
+    base: Path,
+    feats: _Loaded,
+    mspec: Any,
+    fold: Any,
+    split: Any,
+    classes: list[str],
+    encoder: Any,
+    labels: dict[str, str],
+    speakers: dict[str, str],
+    seed: int,
+    device: str,
+    tune: bool,
+    overrides: dict[str, Any],
+    env: dict[str, Any],
+    mhash: str,
+    manifest: pd.DataFrame,
+    make_estimator: Any,
+    fit_estimator: Any,
+    jpath: Path,
+    ppath: Path,
+) -> UnitResult:
+    from sertool.metrics import score_all
+
+    view, name, k = feats.view, mspec.name, fold.index
+    avail = feats.index
+
+    def present(ids: Sequence[str]) -> list[str]:
+        return [u for u in ids if u in avail]
+
+    train, valid, test = present(fold.train), present(fold.valid), present(fold.test)
+    missing = len(fold.train) + len(fold.valid) + len(fold.test) - len(train) - len(valid) - len(test)
+    if missing:
+        log.warning(
+            "%s fold %d: %d utterances have no cached %s features (skipped clips)", view, k, missing, view
+        )
+    if not train or not test:
+        return UnitResult(view, name, k, "skipped", reason="empty train or test part")
+    neural = mspec.family == "neural"
+    fit_ids = train if neural else train + valid
+    params = dict(overrides)
+    est = make_estimator(name, seed=seed, **params)
+    if "device" in est.get_params(deep=False):
+        est.set_params(device=device)
+    est = clone(est)
+    y_fit = encoder.transform([labels[u] for u in fit_ids])
+    X_fit = _select(feats, fit_ids)
+    fit_params: dict[str, Any] = {}
+    if neural and valid:
+        fit_params = {
+            "X_valid": _select(feats, valid),
+            "y_valid": encoder.transform([labels[u] for u in valid]),
+        }
+    best_params = None
+    t0 = time.perf_counter()
+    try:
+        if tune and mspec.param_grid and not neural:
+            est, best_params = _tune(
+                est,
+                mspec,
+                X_fit,
+                y_fit,
+                [speakers[u] for u in fit_ids],
+                split.speaker_independent,
+                seed,
+                fit_estimator,
+            )
+        else:
+            fit_estimator(est, X_fit, y_fit, sample_weight=_balanced(y_fit, mspec), fit_params=fit_params)
+    except SertoolError:
+        raise
+    except Exception as exc:  # one failing model must not lose the rest of the run
+        log.error("%s / %s fold %d failed: %s", view, name, k, exc)
+        return UnitResult(view, name, k, "failed", reason=f"{type(exc).__name__}: {exc}")
+    fit_s = time.perf_counter() - t0
+    X_test = _select(feats, test)
+    t1 = time.perf_counter()
+    proba = np.asarray(est.predict_proba(X_test), dtype=np.float64)
+    pred_s = time.perf_counter() - t1
+    full = np.zeros((len(test), len(classes)))
+    full[:, np.asarray(est.classes_, dtype=int)] = proba
+    y_pred = encoder.inverse_transform(full.argmax(axis=1))
+    y_true = [labels[u] for u in test]
+    metrics = score_all(y_true, list(y_pred), classes)
+    pred = pd.DataFrame(
+        {"utt_id": test, "speaker": [speakers[u] for u in test], "y_true": y_true, "y_pred": list(y_pred)}
+    )
+    for j, c in enumerate(classes):
+        pred[f"proba__{c}"] = full[:, j].astype(np.float32)
+    _atomic_parquet(pred, ppath)
+    record = {
+        "schema": 1,
+        "corpus": corpus_name(manifest),
+        "manifest_hash": mhash,
+        "split_id": split.id,
+        "split_strategy": split.strategy,
+        "speaker_independent": bool(split.speaker_independent),
+        "protocol": _protocol(split),
+        "label_scheme": split.label_scheme,
+        "fold": k,
+        "features": view,
+        "feature_key": feats.key,
+        "model": name,
+        "model_params": _model_params(est),
+        "seed": seed,
+        "classes": classes,
+        "n_train": len(fit_ids),
+        "n_valid": len(valid) if neural else 0,
+        "n_test": len(test),
+        "metrics": _json_safe(metrics),
+        "fit_seconds": round(fit_s, 4),
+        "predict_seconds": round(pred_s, 4),
+        "device": device if "device" in est.get_params(deep=False) else "cpu",
+        "tuned": best_params is not None,
+        "best_params": _json_safe(best_params),
+        "provenance": env,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    _atomic_write_bytes(jpath, json.dumps(record, indent=1, sort_keys=True).encode())
+    return UnitResult(view, name, k, "done", metrics["ua"], metrics["wa"], fit_s + pred_s)
+
+
+def _tune(
+    est: Any,
+    mspec: Any,
+    X: Any,
+    y: np.ndarray,
+    groups: list[str],
+    by_speaker: bool,
+    seed: int,
+    fit_estimator: Any,
+) -> tuple[Any, dict[str, Any]]:
+    """Grid search inside the training data only (grouped by speaker when speaker-independent)."""
+    from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold
+
+    n_groups = len(set(groups))
+    if by_speaker and n_groups >= 3:
+        cv = StratifiedGroupKFold(n_splits=min(3, n_groups), shuffle=True, random_state=seed)
+        cv_splits = list(cv.split(X, y, groups))
+    else:
+        cv_splits = list(StratifiedKFold(n_splits=3, shuffle=True, random_state=seed).split(X, y))
+    grid = {
+        f"clf__{k}" if hasattr(est, "steps") and not k.startswith("clf__") else k: v
+        for k, v in mspec.param_grid.items()
+    }
+    search = GridSearchCV(est, grid, scoring="balanced_accuracy", cv=cv_splits, n_jobs=1, refit=False)
+    search.fit(X, y)
+    best = search.best_params_
+    tuned = clone(est).set_params(**best)
+    fit_estimator(tuned, X, y, sample_weight=_balanced(y, mspec))
+    return tuned, best
+
+
+def _balanced(y: np.ndarray, mspec: Any) -> np.ndarray | None:
+    """Balanced per-sample weights (n_samples / (n_classes * count of the sample's class)), if accepted."""
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    return compute_sample_weight("balanced", y) if mspec.sample_weight else None
