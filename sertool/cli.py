@@ -57,7 +57,18 @@ def _add_cache_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _manifest_from_args(args: argparse.Namespace, *, jobs: int = 4) -> Any:
-    from sertool.data.manifest import build_manifest
+    """Build the manifest of ``--corpus/--root``; comma-separated lists merge several corpora."""
+    from sertool.data.manifest import ManifestBuild, build_manifest, merge_manifests
+
+    corpora = [c.strip() for c in str(args.corpus).split(",") if c.strip()]
+    roots = [Path(r.strip()) for r in str(args.root).split(",") if r.strip()]
+    if len(corpora) != len(roots):
+        raise SertoolError(f"--corpus names {len(corpora)} corpora but --root gives {len(roots)} folders")
+    if len(corpora) > 1:
+        builds = [build_manifest(c, r, jobs=jobs) for c, r in zip(corpora, roots, strict=True)]
+        return ManifestBuild(
+            merge_manifests([b.manifest for b in builds]), [s for b in builds for s in b.skipped]
+        )
 
     kwargs: dict[str, Any] = {}
     if getattr(args, "csv", None):
@@ -180,6 +191,71 @@ def cmd_features(args: argparse.Namespace) -> int:
     return EXIT_SKIPPED if skipped_any else EXIT_OK
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Train and score every model on every feature view and fold of one saved split."""
+    from sertool.bench.runner import run_bench
+    from sertool.splits import make_split
+
+    built = _manifest_from_args(args)
+    manifest = _schemed(built.manifest, args.scheme)
+    params = json.loads(args.split_params) if args.split_params else {}
+    split = make_split(manifest, args.split, seed=args.seed, valid_fraction=args.valid_fraction, **params)
+    features = [f.strip() for f in args.features.split(",") if f.strip()]
+    models: Any = args.models if args.models in ("all", "classic", "neural") else args.models.split(",")
+    from tqdm import tqdm
+
+    bar = tqdm(desc="bench", unit="unit", disable=not sys.stderr.isatty())
+
+    def tick(unit: Any) -> None:
+        bar.update(1)
+        bar.set_postfix_str(f"{unit.features} {unit.model} f{unit.fold} {unit.status}")
+
+    try:
+        report = run_bench(
+            manifest,
+            split,
+            features=features,
+            models=models,
+            results_dir=args.results,
+            cache=args.cache,
+            seed=args.seed,
+            device=args.device,
+            tune=args.tune,
+            force=args.force,
+            jobs=args.jobs,
+            model_params=args.model_params or {},
+            extractor_params=args.extractor_params or {},
+            progress=tick,
+        )
+    finally:
+        bar.close()
+    summary = {
+        "split_id": report.split_id,
+        "results": str(report.results_dir),
+        "units": report.counts,
+        "leaderboard": {k: str(v) for k, v in report.leaderboard.items()},
+    }
+    failed = [u for u in report.units if u.status == "failed"]
+    if args.json:
+        _print(summary, True)
+    else:
+        md = report.leaderboard.get("md")
+        _print(Path(md).read_text() if md and Path(md).exists() else json.dumps(summary, indent=2), False)
+        _print(f"units: {report.counts}; results in {report.results_dir}", False)
+        for u in failed:
+            _print(f"  FAILED {u.features} {u.model} fold {u.fold}: {u.reason}", False)
+    return EXIT_SKIPPED if failed or any(r.skipped for r in report.extraction) else EXIT_OK
+
+
+def cmd_leaderboard(args: argparse.Namespace) -> int:
+    """Re-render leaderboards from stored results."""
+    from sertool.bench.leaderboard import render_leaderboards
+
+    paths = render_leaderboards(args.results, compare=args.compare)
+    _print([str(p) for p in paths] if args.json else "\n".join(map(str, paths)), args.json)
+    return EXIT_OK
+
+
 def cmd_weights(args: argparse.Namespace) -> int:
     """List the Whisper weights available offline and where they come from."""
     from sertool.features.weights import list_weights
@@ -260,6 +336,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_features)
 
+    p = sub.add_parser("bench", help="train every model on every feature view and fold of a saved split")
+    _add_corpus_args(p)
+    _add_cache_arg(p)
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="benchmark definition (TOML) giving any of these options; flags on the command line override it",
+    )
+    p.add_argument(
+        "--features",
+        default="handcrafted94",
+        help="comma-separated feature views, e.g. handcrafted94,whisper-base@all",
+    )
+    p.add_argument("--models", default="all", help="all, classic, neural, or comma-separated model names")
+    p.add_argument(
+        "--split", default="speaker-6fold", help="split strategy or file:PATH (default speaker-6fold)"
+    )
+    p.add_argument(
+        "--split-params", default=None, help="JSON of extra split parameters, e.g. '{\"test_fraction\": 0.1}'"
+    )
+    p.add_argument("--valid-fraction", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--results", type=Path, default=Path("results"))
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--jobs", type=int, default=-1, help="processes for feature extraction")
+    p.add_argument("--tune", action="store_true", help="grid-search hyper-parameters inside training folds")
+    p.add_argument("--force", action="store_true", help="redo finished units")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_bench, model_params=None, extractor_params=None)
+
+    p = sub.add_parser("leaderboard", help="re-render leaderboards from stored results")
+    p.add_argument("--results", type=Path, default=Path("results"))
+    p.add_argument("--compare", action="store_true", help="also compare splits/corpora side by side")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_leaderboard)
+
     p = sub.add_parser("weights", help="list Whisper weights available offline")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_weights)
@@ -272,9 +385,51 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _apply_config(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None, path: Path
+) -> argparse.Namespace:
+    """Re-parse with a TOML benchmark definition as defaults (command-line flags win)."""
+    import tomllib
+
+    try:
+        config = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise SertoolError(f"cannot read benchmark definition {path}: {exc}") from None
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        key = key.replace("-", "_")
+        if key in ("features", "models", "corpus", "root") and isinstance(value, list):
+            value = ",".join(map(str, value))
+        if key == "split_params" and isinstance(value, dict):
+            value = json.dumps(value)
+        if key in ("root", "results", "cache"):
+            value = Path(value) if key != "root" else value
+        flat[key] = value
+    sub = parser._subparsers._group_actions[0].choices["bench"]
+    known = {a.dest for a in sub._actions} | {"model_params", "extractor_params"}
+    unknown = sorted(set(flat) - known - {"name", "description", "paper", "published"})
+    if unknown:
+        raise SertoolError(f"{path}: unknown keys {unknown}")
+    sub.set_defaults(**{k: v for k, v in flat.items() if k in known})
+    for action in sub._actions:  # a required option the definition gives is no longer required
+        if action.dest in flat:
+            action.required = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sertool`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    if "bench" in argv:
+        pre = argparse.ArgumentParser(add_help=False)
+        pre.add_argument("--config", type=Path, default=None)
+        known, _ = pre.parse_known_args(argv[argv.index("bench") + 1 :])
+        if known.config is not None:
+            try:
+                _apply_config(parser, known.config)
+            except SertoolError as exc:
+                sys.stderr.write(f"sertool bench: error: {exc}\n")
+                return EXIT_ERROR
     args = parser.parse_args(argv)
     level = (
         logging.DEBUG if args.debug or args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING

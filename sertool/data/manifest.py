@@ -33,6 +33,7 @@ __all__ = [
     "build_manifest",
     "load_manifest",
     "manifest_hash",
+    "merge_manifests",
     "save_manifest",
     "summarize",
     "validate_manifest",
@@ -169,6 +170,21 @@ def build_manifest(
     df.attrs = {"corpus": adapter.name, "root": str(root_path)}
     validate_manifest(df)
     return ManifestBuild(df, sorted(skipped, key=lambda s: s.path))
+
+
+def merge_manifests(manifests: list[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate manifests of several corpora (utt_ids and speakers are corpus-prefixed, so unique).
+
+    Columns one corpus lacks are filled with missing values; the result is validated and sorted.
+    """
+    df = pd.concat(manifests, ignore_index=True, sort=False)
+    df = df.sort_values("utt_id", kind="stable").reset_index(drop=True)
+    df.attrs = {
+        "corpus": "+".join(sorted({m.attrs.get("corpus", "") for m in manifests})),
+        "root": [m.attrs.get("root") for m in manifests],
+    }
+    validate_manifest(df)
+    return df
 
 
 def validate_manifest(df: pd.DataFrame) -> None:
