@@ -63,6 +63,7 @@ import logging
 import math
 import os
 import re
+import threading
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -282,7 +283,7 @@ class Split:
         """Write the split as JSON atomically (temporary file + rename); returns the path."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         try:
             tmp.write_text(self.to_json() + "\n", encoding="utf-8")
             os.replace(tmp, path)
@@ -516,7 +517,8 @@ def make_split(
     Raises
     ------
     ParameterError
-        Unknown strategy or parameter, out-of-range value, more folds than speakers, ...
+        Unknown strategy or parameter, out-of-range value, more folds than speakers, or a fold with too
+        few training speakers (utterances) for a validation part (use ``valid_fraction=0``).
     SplitError
         A predefined split file that does not fit the manifest; :class:`LeakageError` if it leaks.
     """
@@ -676,7 +678,10 @@ def _carve_valid_random(
     sub = df.iloc[train_rows]
     _, labels, members = _units(sub)
     if len(members) < 2:
-        raise SplitError(f"cannot carve a validation part out of {len(members)} training unit(s)")
+        raise ParameterError(
+            f"valid_fraction={vf}: a fold has {len(members)} training utterance(s), too few for a validation "
+            "part; use valid_fraction=0"
+        )
     n_valid = min(len(members) - 1, max(1, _round(vf * len(members))))
     picked = _stratified_pick(labels, n_valid, state, "validation part")
     is_valid = np.zeros(len(members), bool)
@@ -811,9 +816,9 @@ def _carve_valid_by_speaker(
     spk = speakers[0][train_rows]
     names = sorted(set(spk))
     if len(names) < 2:
-        raise SplitError(
-            f"cannot carve a validation speaker out of {len(names)} training speaker(s) "
-            f"({', '.join(names)}); use valid_fraction=0"
+        raise ParameterError(
+            f"valid_fraction={vf}: a fold has {len(names)} training speaker(s) ({', '.join(names)}), too few "
+            "to move whole speakers to a validation part; use valid_fraction=0"
         )
     n_valid = min(len(names) - 1, max(1, _round(vf * len(names))))
     lists = _gender_order(names, speakers[1], rng)
@@ -972,6 +977,7 @@ def _from_file(
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise SplitError(f"{path}: not valid JSON ({exc})") from None
         if isinstance(data, dict) and data.get("format") == FORMAT:
+            log.info("%s: a saved sertool split; used as is (seed and valid_fraction ignored)", path)
             return Split.from_dict(data, source=str(path))
         if not isinstance(data, dict) or not isinstance(data.get("folds"), list) or not data["folds"]:
             raise SplitError(f'{path}: expected a sertool split or {{"folds": [{{"train", "test"}}, ...]}}')

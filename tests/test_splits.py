@@ -102,7 +102,7 @@ def test_speaker_6fold_gives_4_actors_per_fold_with_balanced_gender(rav):
 
 
 def test_speaker_kfold_balances_speaker_counts_with_unequal_speaker_sizes():
-    # speakers of very different sizes: StratifiedGroupKFold would pile small speakers together
+    # speakers of very different sizes: StratifiedGroupKFold(4) gives [1, 1, 3, 5] speakers per fold here
     rows = []
     for s in range(10):
         n = 5 + 20 * (s % 3)
@@ -170,6 +170,20 @@ def test_cross_corpus(rav):
         make_split(both, "cross-corpus", train_corpus="ravdess", test_corpus="crema")
     with pytest.raises(ParameterError, match="test_corpus"):
         make_split(both, "cross-corpus", train_corpus="ravdess")
+
+
+def test_two_speaker_corpus_loso_needs_valid_fraction_zero():
+    tess = _frame(
+        [
+            _row(f"tess/{spk}_{i}", f"tess-{spk}", LABELS[i % 7], corpus="tess")
+            for spk in ("OAF", "YAF")
+            for i in range(70)
+        ]
+    )
+    with pytest.raises(ParameterError, match=r"1 training speaker\(s\) \(tess-YAF\).*valid_fraction=0"):
+        make_split(tess, "loso")
+    split = make_split(tess, "loso", valid_fraction=0.0)
+    assert [len(f.test) for f in split.folds] == [70, 70] and all(not f.valid for f in split.folds)
 
 
 def test_duplicates_across_speakers_merge_the_speakers():
