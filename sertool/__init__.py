@@ -23,22 +23,28 @@ from sertool.exceptions import (
     SertoolError,
     SplitError,
 )
+from sertool.splits import Fold, Split, check_split, make_split, split_summary
 
 __all__ = [
     "AudioError",
     "CacheError",
     "CorpusError",
+    "Fold",
     "LeakageError",
     "ManifestError",
     "ParameterError",
     "SertoolError",
+    "Split",
     "SplitError",
     "__version__",
     "apply_scheme",
     "build_manifest",
+    "check_split",
     "get_scheme",
     "load_audio",
     "load_manifest",
+    "make_split",
     "save_manifest",
+    "split_summary",
     "summarize",
 ]
