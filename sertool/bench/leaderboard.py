@@ -712,7 +712,7 @@ def _new_figure(width: float, height: float) -> Any:
 
 
 def plot_ua_ci(board: pd.DataFrame) -> bytes:
-    """PNG of pooled UA with its CI per entry (best at top); ``x`` marks the mean of fold UAs.
+    """PNG of pooled UA with its CI per entry (best at top); ``x`` marks the mean of fold UAs, dashes chance.
 
     Returns
     -------
@@ -738,7 +738,10 @@ def plot_ua_ci(board: pd.DataFrame) -> bytes:
                 capsize=3,
                 label=label,
             )
-    ax.plot(board["ua_mean"].to_numpy(dtype=float), y, "x", color="C3", label="mean of fold UAs")
+    ax.plot(board["ua_mean"].to_numpy(dtype=float), y, "x", color="C3", label="mean of fold UAs", zorder=5)
+    n_classes = sum(c.startswith(RECALL_PREFIX) for c in board.columns)
+    if n_classes:
+        ax.axvline(1 / n_classes, color="0.5", linestyle="--", linewidth=1, label=f"chance (1/{n_classes})")
     ax.set_yticks(y, [f"{f} / {m}" for f, m in zip(board["features"], board["model"], strict=True)])
     ax.set_xlabel("UA (balanced accuracy)")
     ax.grid(axis="x", alpha=0.3)
