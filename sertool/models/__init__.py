@@ -1,0 +1,51 @@
+"""Models: a registry of scikit-learn classifiers (classic ones here, torch heads in :mod:`.neural`).
+
+Importing this package registers every built-in model: the classic ones always, the neural ones when torch
+is installed.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sertool.models import classic
+from sertool.models.classic import GMMClassifier
+from sertool.models.registry import (
+    MODELS,
+    ModelSpec,
+    accepts_sample_weight,
+    balanced_sample_weight,
+    encode_labels,
+    fit_estimator,
+    get_model,
+    list_models,
+    make_estimator,
+    register_model,
+    resolve_models,
+)
+
+log = logging.getLogger(__name__)
+
+try:
+    from sertool.models import neural  # noqa: F401  (registers the torch heads)
+except ModuleNotFoundError as exc:  # torch absent, or the neural module not written yet
+    missing = exc.name or ""
+    if missing != f"{__name__}.neural" and missing.split(".")[0] not in {"torch", "skorch"}:
+        raise  # a genuine bug inside neural.py must not hide as "no neural models"
+    log.debug("neural models not available: %s", exc)
+
+__all__ = [
+    "MODELS",
+    "GMMClassifier",
+    "ModelSpec",
+    "accepts_sample_weight",
+    "balanced_sample_weight",
+    "classic",
+    "encode_labels",
+    "fit_estimator",
+    "get_model",
+    "list_models",
+    "make_estimator",
+    "register_model",
+    "resolve_models",
+]
