@@ -20,6 +20,7 @@ from sertool.exceptions import (
     LeakageError,
     ManifestError,
     ParameterError,
+    ResultsError,
     SertoolError,
     SplitError,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "LeakageError",
     "ManifestError",
     "ParameterError",
+    "ResultsError",
     "SertoolError",
     "Split",
     "SplitError",

@@ -15,6 +15,7 @@ __all__ = [
     "LeakageError",
     "ManifestError",
     "ParameterError",
+    "ResultsError",
     "SertoolError",
     "SplitError",
 ]
@@ -59,6 +60,10 @@ class SplitError(SertoolError):
 
 class LeakageError(SplitError):
     """A split lets a speaker (or a duplicate-audio group) appear on both sides of train/test."""
+
+
+class ResultsError(SertoolError):
+    """A results folder does not follow the results contract (docs/RESULTS_FORMAT.md)."""
 
 
 class CacheError(SertoolError):
