@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sertool.exceptions import ParameterError, SertoolError
+from sertool.exceptions import ParameterError, ResultsError
 from sertool.metrics import (
     aggregate_folds,
     bootstrap_ua_ci,
@@ -66,10 +66,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class ResultsError(SertoolError):
-    """A results folder does not follow the results contract (a unit JSON or predictions file is unusable)."""
 
 
 #: Leading columns of a leaderboard, in this order (``recall__<class>`` columns and extras follow).
