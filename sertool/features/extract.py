@@ -1,0 +1,311 @@
+"""The extraction runner: compute the features a cache lacks, in resumable shards.
+
+:func:`extract_features` asks the :class:`~sertool.features.store.FeatureStore` which manifest rows are
+missing, sorts them by duration, cuts them into shards of ``shard_size`` clips (per corpus) and computes each
+shard as one task:
+
+- extractors with ``parallel_processes = True`` (CPU, numpy): shards run in joblib (loky) worker processes,
+  ``jobs`` at a time, longest clips first;
+- other extractors (torch models that thread or use a GPU inside): shards run in this process, one after the
+  other, through :meth:`Extractor.extract_batch` on length-sorted clips, while a background thread reads
+  the next shard's audio;
+- ``scheduler="tcp://host:port"``: the same shard tasks run on a Dask distributed cluster.
+
+The parent process writes each shard to the cache as soon as it returns (see the store's crash-safety
+rules), so a killed run loses at most the shards in flight and a rerun resumes where it stopped. A clip
+that cannot be loaded, or whose features contain NaN/inf, is reported in
+:attr:`ExtractionReport.skipped` and left out; the others go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sertool.data.audio import load_audio
+from sertool.exceptions import AudioError, ParameterError
+from sertool.features.base import Extractor
+from sertool.features.store import FeatureStore
+
+__all__ = ["ExtractionReport", "extract_features"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExtractionReport:
+    """What :func:`extract_features` did.
+
+    Attributes
+    ----------
+    key : str
+        Extractor key.
+    n_total : int
+        Manifest rows.
+    n_cached : int
+        Rows already cached before the run.
+    n_computed : int
+        Rows computed and written by this run.
+    skipped : list of (path, reason)
+        Clips left out (unreadable, empty, all-zero, too short, non-finite features, ...).
+    seconds : float
+        Wall time of the run.
+    clips_per_second : float
+        ``n_computed / seconds`` (0 when nothing was computed).
+    """
+
+    key: str
+    n_total: int
+    n_cached: int
+    n_computed: int
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    clips_per_second: float = 0.0
+
+    def summary(self) -> str:
+        """One line for logs and the CLI."""
+        return (
+            f"{self.key}: {self.n_total} clips, {self.n_cached} cached, {self.n_computed} computed, "
+            f"{len(self.skipped)} skipped in {self.seconds:.1f} s ({self.clips_per_second:.1f} clips/s)"
+        )
+
+
+@dataclass
+class _Task:
+    corpus: str
+    utt_ids: list[str]
+    paths: list[str]
+    sha1s: list[str]
+
+
+@dataclass
+class _Result:
+    corpus: str
+    utt_ids: list[str]
+    sha1s: list[str]
+    outputs: list[dict[str, np.ndarray]]
+    skipped: list[tuple[str, str]]
+    n_clips: int
+
+
+def _load(
+    task: _Task, sr: int, min_duration: float
+) -> tuple[list[tuple[int, np.ndarray]], list[tuple[str, str]]]:
+    loaded, skipped = [], []
+    for i, path in enumerate(task.paths):
+        try:
+            loaded.append((i, load_audio(path, sr=sr, min_duration=min_duration)))
+        except AudioError as err:
+            skipped.append((err.path, err.reason))
+    return loaded, skipped
+
+
+def _check_outputs(out: dict[str, np.ndarray], path: str) -> None:
+    if "pooled" not in out:
+        raise ParameterError(f"extractor returned no 'pooled' output for {path} (got {sorted(out)})")
+    for name, arr in out.items():
+        bad = int(np.size(arr) - np.count_nonzero(np.isfinite(arr)))
+        if bad:
+            raise AudioError(path, f"non-finite features: {bad} NaN/inf values in output {name!r}")
+
+
+def _extract(
+    extractor: Extractor, task: _Task, loaded: list[tuple[int, np.ndarray]], skipped: list[tuple[str, str]]
+) -> _Result:
+    """Features of the loaded clips of one task; AudioErrors from the extractor skip that clip only."""
+    signals = [y for _, y in loaded]
+    try:
+        outs: list[dict[str, np.ndarray] | None] = list(extractor.extract_batch(signals))
+    except AudioError:  # isolate the offending clip
+        outs = []
+        for i, y in loaded:
+            try:
+                outs.append(extractor.extract(y))
+            except AudioError as err:
+                skipped.append((task.paths[i], err.reason))
+                outs.append(None)
+    res = _Result(task.corpus, [], [], [], skipped, len(task.paths))
+    for (i, _), out in zip(loaded, outs, strict=True):
+        if out is None:
+            continue
+        try:
+            _check_outputs(out, task.paths[i])
+        except AudioError as err:
+            skipped.append((err.path, err.reason))
+            continue
+        res.utt_ids.append(task.utt_ids[i])
+        res.sha1s.append(task.sha1s[i])
+        res.outputs.append(out)
+    return res
+
+
+def _run_task(extractor: Extractor, task: _Task, min_duration: float) -> _Result:
+    """One shard, start to end (the unit a worker process or Dask worker runs)."""
+    loaded, skipped = _load(task, extractor.sr, min_duration)
+    return _extract(extractor, task, loaded, skipped)
+
+
+def _tasks(missing: pd.DataFrame, shard_size: int, *, longest_first: bool) -> list[_Task]:
+    tasks = []
+    for corpus, part in missing.groupby("corpus", sort=False):
+        part = part.sort_values(["duration_s", "utt_id"], ascending=[not longest_first, True], kind="stable")
+        for start in range(0, len(part), shard_size):
+            chunk = part.iloc[start : start + shard_size]
+            tasks.append(
+                _Task(
+                    str(corpus),
+                    chunk["utt_id"].astype(str).tolist(),
+                    chunk["path"].astype(str).tolist(),
+                    chunk["sha1"].astype(str).tolist(),
+                )
+            )
+    return tasks
+
+
+def _in_process(extractor: Extractor, tasks: Sequence[_Task], min_duration: float) -> Iterator[_Result]:
+    """Shards one after the other; the next shard's audio is read in a thread while this one is computed."""
+    if not tasks:
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sertool-audio") as pool:
+        pending = pool.submit(_load, tasks[0], extractor.sr, min_duration)
+        for k, task in enumerate(tasks):
+            loaded, skipped = pending.result()
+            if k + 1 < len(tasks):
+                pending = pool.submit(_load, tasks[k + 1], extractor.sr, min_duration)
+            yield _extract(extractor, task, loaded, skipped)
+
+
+def _joblib(
+    extractor: Extractor, tasks: Sequence[_Task], min_duration: float, n_jobs: int
+) -> Iterator[_Result]:
+    from joblib import Parallel, delayed
+
+    parallel = Parallel(n_jobs=n_jobs, backend="loky", return_as="generator_unordered")
+    yield from parallel(delayed(_run_task)(extractor, t, min_duration) for t in tasks)
+
+
+def _dask(
+    extractor: Extractor, tasks: Sequence[_Task], min_duration: float, scheduler: Any
+) -> Iterator[_Result]:
+    try:
+        from distributed import Client, as_completed
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ParameterError("scheduler= needs the 'distributed' package (pip install distributed)") from exc
+    own = not hasattr(scheduler, "submit")
+    client = Client(scheduler) if own else scheduler
+    try:
+        [ext] = client.scatter([extractor], broadcast=True)
+        futures = [client.submit(_run_task, ext, t, min_duration, pure=False) for t in tasks]
+        try:
+            for fut in as_completed(futures):
+                yield fut.result()
+        finally:
+            client.cancel(futures)
+    finally:
+        if own:
+            client.close()
+
+
+def extract_features(
+    manifest: pd.DataFrame,
+    extractor: Extractor,
+    *,
+    cache: FeatureStore | str | os.PathLike,
+    jobs: int = -1,
+    shard_size: int = 64,
+    scheduler: str | Any | None = None,
+    progress: Callable[[int], None] | None = None,
+    min_duration: float = 0.0,
+) -> ExtractionReport:
+    """Compute and cache the features of the manifest's clips that the cache lacks.
+
+    Parameters
+    ----------
+    manifest : pandas.DataFrame
+        Needs ``utt_id, path, corpus, sha1, duration_s``; may span several corpora (stored per corpus).
+    extractor : Extractor
+        E.g. ``get_extractor("handcrafted94")``.
+    cache : FeatureStore or path
+        The cache (a folder is opened as a :class:`FeatureStore`).
+    jobs : int, optional
+        Worker processes for extractors with ``parallel_processes = True``; -1 (default) uses every core,
+        1 runs in this process. Ignored by in-process extractors and with ``scheduler``.
+    shard_size : int, optional
+        Clips per shard (the unit of work, of writing, and of what a kill can lose).
+    scheduler : str or dask.distributed.Client, optional
+        A Dask scheduler address (``"tcp://10.0.0.1:8786"``) or client: shards run on that cluster.
+    progress : callable, optional
+        Called in this process with the number of clips just finished (computed or skipped) after each
+        shard is written; the calls sum to ``n_total - n_cached``. An exception raised by it stops the run
+        (shards written so far stay cached).
+    min_duration : float, optional
+        Clips shorter than this many seconds are skipped.
+
+    Returns
+    -------
+    ExtractionReport
+
+    Raises
+    ------
+    ParameterError
+        Bad ``jobs`` / ``shard_size``, or a manifest without the needed columns.
+    CacheError
+        An entry lock could not be taken.
+    """
+    if not isinstance(shard_size, int | np.integer) or shard_size < 1:
+        raise ParameterError(f"shard_size must be a positive integer, got {shard_size!r}")
+    if not isinstance(jobs, int | np.integer) or jobs == 0 or jobs < -1:
+        raise ParameterError(f"jobs must be -1 (all cores) or a positive integer, got {jobs!r}")
+    needed = [c for c in ("utt_id", "path", "corpus", "sha1", "duration_s") if c not in manifest.columns]
+    if needed:
+        raise ParameterError(f"manifest lacks columns {needed} needed for feature extraction")
+    store = cache if isinstance(cache, FeatureStore) else FeatureStore(cache)
+    t0 = time.perf_counter()
+    missing = store.missing(manifest, extractor)
+    n_jobs = (os.cpu_count() or 1) if jobs == -1 else int(jobs)
+    processes = scheduler is None and extractor.parallel_processes and n_jobs > 1
+    tasks = _tasks(missing, int(shard_size), longest_first=scheduler is not None or processes)
+    report = ExtractionReport(extractor.key, len(manifest), len(manifest) - len(missing), 0)
+    log.info(
+        "%s: %d of %d clips to compute in %d shard(s)%s",
+        extractor.key,
+        len(missing),
+        len(manifest),
+        len(tasks),
+        f" on {scheduler}" if scheduler is not None else (f" with {n_jobs} processes" if processes else ""),
+    )
+    if scheduler is not None:
+        results = _dask(extractor, tasks, min_duration, scheduler)
+    elif processes and len(tasks) > 1:
+        results = _joblib(extractor, tasks, min_duration, min(n_jobs, len(tasks)))
+    else:
+        results = _in_process(extractor, tasks, min_duration)
+    try:
+        for res in results:
+            store.write_shard(res.corpus, extractor, res.utt_ids, res.sha1s, res.outputs)
+            report.n_computed += len(res.utt_ids)
+            report.skipped += res.skipped
+            for path, reason in res.skipped:
+                log.warning("skipped %s: %s", path, reason)
+            if progress is not None:
+                progress(res.n_clips)
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
+    skipped_paths = {p for p, _ in report.skipped}
+    for corpus, part in manifest.groupby("corpus", sort=False):
+        n_skipped = int(part["path"].astype(str).isin(skipped_paths).sum())
+        store.mark_complete(str(corpus), extractor, n_expected=len(part), skipped=n_skipped)
+    report.seconds = time.perf_counter() - t0
+    report.clips_per_second = report.n_computed / report.seconds if report.n_computed else 0.0
+    log.info("%s", report.summary())
+    return report

@@ -1,0 +1,302 @@
+"""The extraction runner: only missing rows, shards, bad clips, resume after a kill, concurrency, Dask."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from conftest import REPO, tone
+
+from sertool.data.audio import load_audio
+from sertool.data.manifest import build_manifest
+from sertool.exceptions import AudioError, ParameterError
+from sertool.features import get_extractor
+from sertool.features.base import Extractor
+from sertool.features.extract import ExtractionReport, extract_features
+from sertool.features.store import FeatureStore
+
+
+def small_corpus(dst: Path, demo_root: Path, n: int = 16) -> pd.DataFrame:
+    """Copy ``n`` demo clips (4 per speaker) to ``dst`` and return their manifest."""
+    (dst / "SYNTHETIC.txt").parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(demo_root / "SYNTHETIC.txt", dst / "SYNTHETIC.txt")
+    files = sorted(demo_root.glob("spk*/*.wav"))
+    picked = [f for spk in sorted({f.parent.name for f in files}) for f in files if f.parent.name == spk][:n]
+    for f in picked:
+        (dst / f.parent.name).mkdir(exist_ok=True)
+        shutil.copy(f, dst / f.parent.name / f.name)
+    return build_manifest("demo", dst).manifest
+
+
+@pytest.fixture
+def corpus(tmp_path, demo_root) -> pd.DataFrame:
+    return small_corpus(tmp_path / "corpus", demo_root)
+
+
+def reference(manifest: pd.DataFrame, name: str = "handcrafted94") -> np.ndarray:
+    ex = get_extractor(name)
+    return np.stack([ex.extract(load_audio(p))["pooled"] for p in manifest["path"]])
+
+
+def shards_of(cache: Path) -> list[Path]:
+    return sorted(cache.glob("*/*/*/part-*.parquet"))
+
+
+def test_extract_computes_missing_then_hits_cache(tmp_path, corpus):
+    ex = get_extractor("handcrafted94")
+    calls: list[int] = []
+    rep = extract_features(corpus, ex, cache=tmp_path / "cache", jobs=1, shard_size=5, progress=calls.append)
+    assert isinstance(rep, ExtractionReport) and rep.key == ex.key
+    assert (rep.n_total, rep.n_cached, rep.n_computed, rep.skipped) == (16, 0, 16, [])
+    assert calls == [5, 5, 5, 1] and rep.seconds > 0 and rep.clips_per_second > 0
+    assert len(shards_of(tmp_path / "cache")) == 4
+    fs = FeatureStore(tmp_path / "cache").load(corpus, "handcrafted94")
+    assert fs.utt_ids == corpus["utt_id"].tolist()
+    np.testing.assert_array_equal(fs.X, reference(corpus))
+    again = extract_features(corpus, ex, cache=tmp_path / "cache", jobs=1, progress=calls.append)
+    assert (again.n_cached, again.n_computed) == (16, 0) and calls == [5, 5, 5, 1]
+    st = FeatureStore(tmp_path / "cache").status()
+    assert st[["corpus", "key", "n_rows", "complete"]].values.tolist() == [["demo", ex.key, 16, True]]
+
+
+def test_processes_and_in_process_fill_identical_caches(tmp_path, corpus):
+    ex = get_extractor("handcrafted94")
+    a = extract_features(corpus, ex, cache=tmp_path / "a", jobs=2, shard_size=4)
+    b = extract_features(corpus, get_extractor("handcrafted94"), cache=tmp_path / "b", jobs=1, shard_size=16)
+    assert a.key == b.key and a.n_computed == b.n_computed == 16
+    entries = {
+        d.parent.relative_to(d.parents[3]) for d in shards_of(tmp_path / "a") + shards_of(tmp_path / "b")
+    }
+    assert entries == {Path("demo") / ex.key}  # jobs and shard size are not part of the key
+    xa = FeatureStore(tmp_path / "a").load(corpus, "handcrafted94").X
+    # loky workers run BLAS single-threaded: matrix products may differ in the last float32 bit
+    np.testing.assert_allclose(xa, FeatureStore(tmp_path / "b").load(corpus, "handcrafted94").X, rtol=1e-5)
+
+
+def test_dask_cluster_gives_identical_output(tmp_path, corpus):
+    distributed = pytest.importorskip("distributed")
+    ex = get_extractor("mfcc40")
+    local = extract_features(corpus, ex, cache=tmp_path / "local", jobs=1, shard_size=6)
+    with distributed.LocalCluster(
+        n_workers=1, processes=False, threads_per_worker=1, dashboard_address=None
+    ) as cluster:
+        rep = extract_features(
+            corpus, ex, cache=tmp_path / "dask", scheduler=cluster.scheduler_address, shard_size=6
+        )
+    assert rep.n_computed == local.n_computed == 16 and rep.skipped == []
+    for output in ("pooled", "frames"):
+        xa = FeatureStore(tmp_path / "local").load(corpus, "mfcc40", output=output).X
+        xb = FeatureStore(tmp_path / "dask").load(corpus, "mfcc40", output=output).X
+        assert all(np.array_equal(u, v) for u, v in zip(xa, xb, strict=True))
+
+
+def test_audio_change_recomputes_exactly_that_clip(tmp_path, corpus):
+    ex = get_extractor("handcrafted94")
+    extract_features(corpus, ex, cache=tmp_path / "cache", jobs=1)
+    before = FeatureStore(tmp_path / "cache").load(corpus, "handcrafted94").X
+    victim = Path(corpus["path"].iloc[5])
+    sf.write(victim, tone(1.4, freq=333.0), 16000, subtype="PCM_16")
+    changed = build_manifest("demo", tmp_path / "corpus").manifest
+    rep = extract_features(changed, ex, cache=tmp_path / "cache", jobs=1)
+    assert (rep.n_cached, rep.n_computed) == (15, 1)
+    after = FeatureStore(tmp_path / "cache").load(changed, "handcrafted94").X
+    assert not np.allclose(after[5], before[5])
+    np.testing.assert_array_equal(np.delete(after, 5, axis=0), np.delete(before, 5, axis=0))
+    np.testing.assert_array_equal(after[5], reference(changed.iloc[[5]])[0])
+
+
+def test_unfinished_and_corrupt_shards_are_recomputed(tmp_path, corpus):
+    ex = get_extractor("handcrafted94")
+    extract_features(corpus, ex, cache=tmp_path / "cache", jobs=1, shard_size=4)
+    first, second = shards_of(tmp_path / "cache")[:2]
+    (first.parent / (first.name + ".done")).unlink()  # a writer killed before its marker
+    data = bytearray(second.read_bytes())
+    data[len(data) // 3] ^= 0x5A  # bit rot in a finished shard
+    second.write_bytes(bytes(data))
+    rep = extract_features(corpus, ex, cache=tmp_path / "cache", jobs=1, shard_size=4)
+    assert (rep.n_cached, rep.n_computed) == (8, 8)
+    np.testing.assert_array_equal(
+        FeatureStore(tmp_path / "cache").load(corpus, "handcrafted94").X, reference(corpus)
+    )
+
+
+def test_bad_clips_are_reported_and_the_others_cached(tmp_path, corpus):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    sf.write(bad / "empty.wav", np.zeros(0, dtype=np.float32), 16000)
+    sf.write(bad / "silent.wav", np.zeros(16000, dtype=np.float32), 16000)
+    (bad / "text.wav").write_text("this is not audio\n")
+    extra = corpus.iloc[[0, 0, 0]].copy()
+    extra["utt_id"] = ["demo/bad_empty", "demo/bad_silent", "demo/bad_text"]
+    extra["path"] = [str(bad / n) for n in ("empty.wav", "silent.wav", "text.wav")]
+    extra["sha1"] = ["1" * 40, "2" * 40, "3" * 40]
+    manifest = pd.concat([corpus, extra], ignore_index=True)
+    rep = extract_features(manifest, get_extractor("handcrafted94"), cache=tmp_path / "cache", jobs=1)
+    assert rep.n_computed == 16
+    reasons = dict(rep.skipped)
+    assert set(reasons) == set(extra["path"])
+    assert "empty" in reasons[str(bad / "empty.wav")]
+    assert "all-zero" in reasons[str(bad / "silent.wav")]
+    assert "unreadable" in reasons[str(bad / "text.wav")]
+    fs = FeatureStore(tmp_path / "cache").load(manifest, "handcrafted94", allow_missing=True)
+    assert fs.utt_ids == corpus["utt_id"].tolist() and fs.missing == sorted(extra["utt_id"])
+
+
+def test_min_duration_skips_short_clips(tmp_path, corpus):
+    limit = float(np.median(corpus["duration_s"]))
+    rep = extract_features(
+        corpus, get_extractor("handcrafted94"), cache=tmp_path / "c", jobs=1, min_duration=limit
+    )
+    short = corpus.loc[corpus["duration_s"] < limit, "path"].tolist()
+    assert sorted(p for p, _ in rep.skipped) == sorted(short) and rep.n_computed == 16 - len(short)
+    assert all("too short" in r for _, r in rep.skipped)
+
+
+class Recorder(Extractor):
+    """In-process extractor that records its batches and returns NaN for one chosen length."""
+
+    name = "recorder"
+    parallel_processes = False
+    nan_length = -1
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+
+    def params(self) -> dict[str, Any]:
+        return {}
+
+    @property
+    def dim(self) -> int:
+        return 2
+
+    def extract(self, y: np.ndarray) -> dict[str, np.ndarray]:
+        v = np.nan if y.shape[0] == self.nan_length else float(y.shape[0])
+        return {"pooled": np.array([v, y.std()], dtype=np.float32)}
+
+    def extract_batch(self, signals):
+        self.batches.append([y.shape[0] for y in signals])
+        return [self.extract(y) for y in signals]
+
+
+def test_in_process_batches_are_length_sorted_and_nan_clips_skipped(tmp_path, corpus):
+    ex = Recorder()
+    lengths = [load_audio(p).shape[0] for p in corpus["path"]]
+    ex.nan_length = lengths[3]
+    rep = extract_features(corpus, ex, cache=tmp_path / "cache", jobs=4, shard_size=6)
+    assert [len(b) for b in ex.batches] == [6, 6, 4]
+    flat = [n for b in ex.batches for n in b]
+    assert flat == sorted(lengths)
+    assert rep.n_computed == 15 and rep.skipped[0][0] == corpus["path"].iloc[3]
+    assert "non-finite" in rep.skipped[0][1]
+
+
+def test_run_resumes_after_an_interrupted_progress_callback(tmp_path, corpus):
+    ex = get_extractor("handcrafted94")
+    seen: list[int] = []
+
+    def stop_after_two(n: int) -> None:
+        seen.append(n)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        extract_features(corpus, ex, cache=tmp_path / "cache", jobs=1, shard_size=4, progress=stop_after_two)
+    assert len(shards_of(tmp_path / "cache")) == 2
+    rep = extract_features(corpus, ex, cache=tmp_path / "cache", jobs=1, shard_size=4)
+    assert (rep.n_cached, rep.n_computed) == (8, 8)
+
+
+RUNNER = textwrap.dedent(
+    """
+    import os, signal, sys
+    import pandas as pd
+    from sertool.features import get_extractor
+    from sertool.features.extract import extract_features
+    manifest = pd.read_parquet(sys.argv[1])
+    kill_after = int(sys.argv[3])
+    done = []
+    def progress(n):
+        done.append(n)
+        if len(done) == kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+    rep = extract_features(manifest, get_extractor("handcrafted94"), cache=sys.argv[2], jobs=1, shard_size=2,
+                           progress=progress)
+    print(rep.n_computed)
+    """
+)
+
+
+def run_script(tmp_path: Path, manifest: pd.DataFrame, kill_after: int) -> subprocess.Popen:
+    script = tmp_path / "runner.py"
+    script.write_text(RUNNER)
+    mpath = tmp_path / "manifest.parquet"
+    if not mpath.exists():
+        manifest.to_parquet(mpath)
+    return subprocess.Popen(
+        [sys.executable, str(script), str(mpath), str(tmp_path / "cache"), str(kill_after)],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_resume_after_sigkill(tmp_path, corpus):
+    proc = run_script(tmp_path, corpus, kill_after=3)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL, err
+    assert len(shards_of(tmp_path / "cache")) == 3
+    rep = extract_features(
+        corpus, get_extractor("handcrafted94"), cache=tmp_path / "cache", jobs=1, shard_size=2
+    )
+    assert (rep.n_cached, rep.n_computed) == (6, 10)
+    np.testing.assert_array_equal(
+        FeatureStore(tmp_path / "cache").load(corpus, "handcrafted94").X, reference(corpus)
+    )
+
+
+def test_two_processes_writing_one_cache_leave_it_valid(tmp_path, corpus):
+    procs = [run_script(tmp_path, corpus, kill_after=-1) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    files = shards_of(tmp_path / "cache")
+    markers = [json.loads((f.parent / (f.name + ".done")).read_text()) for f in files]
+    assert sum(m["rows"] for m in markers) == 16  # rows one process wrote first were not stored twice
+    assert not list((tmp_path / "cache").glob("*/*/*/.*tmp*"))
+    store = FeatureStore(tmp_path / "cache")
+    assert store.status()["n_rows"].tolist() == [16]
+    np.testing.assert_array_equal(store.load(corpus, "handcrafted94").X, reference(corpus))
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [({"jobs": 0}, "jobs"), ({"shard_size": 0}, "shard_size")])
+def test_bad_arguments(tmp_path, corpus, kwargs, match):
+    with pytest.raises(ParameterError, match=match):
+        extract_features(corpus, get_extractor("handcrafted94"), cache=tmp_path, **kwargs)
+
+
+def test_extractor_audio_errors_skip_only_that_clip(tmp_path, corpus):
+    class Picky(Recorder):
+        name = "picky"
+
+        def extract(self, y):
+            if y.shape[0] == self.nan_length:
+                raise AudioError("<signal>", "extractor refused it")
+            return super().extract(y)
+
+        def extract_batch(self, signals):
+            return [self.extract(y) for y in signals]
+
+    ex = Picky()
+    ex.nan_length = load_audio(corpus["path"].iloc[7]).shape[0]
+    rep = extract_features(corpus, ex, cache=tmp_path / "cache", shard_size=8)
+    assert rep.n_computed == 15 and rep.skipped == [(corpus["path"].iloc[7], "extractor refused it")]
