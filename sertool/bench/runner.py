@@ -278,7 +278,7 @@ def run_bench(
                 report.units.append(UnitResult(view.name, m.name, -1, "skipped", reason=f"needs {m.input}"))
         loaded: dict[str, _Loaded] = {}
         for kind in {m.input for m in specs}:
-            fs = store.load(manifest, view, output=kind, allow_missing=True)
+            fs = store.load(manifest, view, output=kind, allow_missing=True, key=extractor)
             loaded[kind] = _Loaded(
                 fs.X, list(fs.utt_ids), fs.key, view.name, {u: i for i, u in enumerate(fs.utt_ids)}
             )
@@ -454,7 +454,14 @@ def _fit_score(
                 fit_estimator,
             )
         else:
-            fit_estimator(est, X_fit, y_fit, sample_weight=_balanced(y_fit, mspec), fit_params=fit_params)
+            fit_estimator(
+                est,
+                X_fit,
+                y_fit,
+                sample_weight=_balanced(y_fit, mspec),
+                fit_params=fit_params,
+                threads=_threads(),
+            )
     except SertoolError:
         raise
     except Exception as exc:  # one failing model must not lose the rest of the run
@@ -535,8 +542,17 @@ def _tune(
     search.fit(X, y)
     best = search.best_params_
     tuned = clone(est).set_params(**best)
-    fit_estimator(tuned, X, y, sample_weight=_balanced(y, mspec))
+    fit_estimator(tuned, X, y, sample_weight=_balanced(y, mspec), threads=_threads())
     return tuned, best
+
+
+def _threads() -> int:
+    """BLAS/OpenMP threads per fit: ``$SERTOOL_N_JOBS`` or 1 (units run one after another; measured: an
+    unbounded BLAS pool made sklearn's MLP 20x slower on 2 busy cores)."""
+    from sertool.models.classic import n_jobs_from_env
+
+    n = n_jobs_from_env()
+    return os.cpu_count() or 1 if n < 0 else max(1, n)
 
 
 def _balanced(y: np.ndarray, mspec: Any) -> np.ndarray | None:
