@@ -1,0 +1,420 @@
+"""Whisper encoder embeddings: layer-wise mean-pooled hidden states (``whisper-<size>``).
+
+Output ``"pooled"``: shape ``(n_layers, dim)`` float32 with ``n_layers = encoder_layers + 1``: index 0 is the
+input embedding (conv stem + positional embedding), index ``i`` the output of encoder layer ``i``, and the last
+index the last layer *after* the encoder's final layer norm (the Hugging Face ``output_hidden_states``
+convention; it equals ``last_hidden_state`` and CTranslate2's ``encode`` output). Each is the mean over the
+clip's valid encoder frames only (one frame per 20 ms; padding and silence beyond the clip are never pooled).
+Optional ``"frames"`` (``frame_layers=(...)``): float16, shape ``(n_selected_layers, T, dim)``.
+
+Input modes (``mode``, part of the identity):
+
+``"trimmed"`` (default)
+    The encoder runs on the clip's own length: log-mel frames ``ceil(n / 160)`` rounded up to even, positional
+    embeddings sliced to the ``T/2`` encoder frames. Clips in one batch are zero-padded and padded keys are
+    masked out of attention, so a clip's output does not depend on its batch. Fast (cost ~ clip length).
+``"padded30"``
+    Whisper's native input: 30 s window (zero padding, longer clips cropped to 30 s), 1500 encoder frames.
+``"window<S>"`` (e.g. ``"window8"``)
+    A fixed ``S``-second window (pad with silence / crop), positional embeddings sliced; no masking (the
+    model sees the silence, as in ``padded30``, but over a shorter context).
+
+In every mode the log-mel spectrogram is exactly Whisper's (``WhisperFeatureExtractor``: 25 ms Hann STFT,
+10 ms hop, Slaney mel filters, ``log10``, clamp to ``max - 8``, ``(x + 4) / 4``) of the clip padded with
+zeros, so the trimmed and window inputs equal the first frames of the ``padded30`` input.
+
+Weights: ``tiny.en`` and ``base`` ship offline (see :mod:`sertool.features.weights`); other sizes need
+``weights=<local folder or hub id>``. The weights' label and SHA-256 are part of :meth:`params`. Device
+(``"auto"`` / ``"cpu"`` / ``"cuda"``), precision (bf16/fp16 autocast on GPU) and batch size are not.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+from collections.abc import Sequence
+from contextlib import nullcontext
+from typing import Any
+
+import numpy as np
+
+from sertool.exceptions import ParameterError
+from sertool.features.base import Extractor, register_extractor
+from sertool.features.weights import BUILTIN_WEIGHTS, ResolvedWeights, load_whisper_encoder, resolve
+
+__all__ = [
+    "DEFAULT_LAYERS",
+    "MODES",
+    "WhisperExtractor",
+    "autocast_for",
+    "check_device",
+    "masked_mean",
+    "pick_device",
+    "whisper_log_mel",
+]
+
+log = logging.getLogger(__name__)
+
+SR = 16000
+N_FFT = 400
+HOP = 160
+#: Whisper's native window in samples (30 s) and mel frames (3000).
+N_SAMPLES = 30 * SR
+N_FRAMES = N_SAMPLES // HOP
+
+MODES = ("trimmed", "padded30", "window<seconds>")
+
+#: Layers a plain ``whisper-<size>`` view uses (``None``: all layers concatenated). Set from measurements.
+DEFAULT_LAYERS: dict[str, tuple[int, ...] | None] = {"tiny.en": None, "base": None}
+
+
+# ------------------------------------------------------------------------------------------- runtime
+def pick_device(device: str) -> Any:
+    """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``/``"cuda"``/``"cuda:1"`` as given.
+
+    Raises
+    ------
+    ParameterError
+        Unknown device, or CUDA asked for but unavailable.
+    """
+    import torch
+
+    check_device(device)
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ParameterError(f"device={device!r} but torch sees no CUDA device")
+    return torch.device(device)
+
+
+def check_device(device: str) -> None:
+    """Raise :class:`ParameterError` unless ``device`` is ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``."""
+    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise ParameterError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
+
+
+def autocast_for(device: Any, precision: str) -> Any:
+    """Autocast context: ``"auto"`` is bf16 (fp16 where bf16 is unsupported) on CUDA, float32 on CPU."""
+    import torch
+
+    if precision not in ("auto", "float32", "bfloat16", "float16"):
+        raise ParameterError(f"precision must be auto, float32, bfloat16 or float16, got {precision!r}")
+    if precision == "float32" or (precision == "auto" and device.type != "cuda"):
+        return nullcontext()
+    if precision == "auto":
+        precision = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return torch.autocast(device_type=device.type, dtype=getattr(torch, precision))
+
+
+def masked_mean(h: Any, lengths: Any) -> Any:
+    """Mean over the first ``lengths[b]`` frames of each sequence.
+
+    Parameters
+    ----------
+    h : torch.Tensor, shape (B, T, D)
+    lengths : torch.Tensor of int, shape (B,)
+
+    Returns
+    -------
+    torch.Tensor, float32, shape (B, D)
+    """
+    import torch
+
+    mask = (torch.arange(h.shape[1], device=h.device)[None, :] < lengths[:, None]).to(torch.float32)
+    return (h.float() * mask[:, :, None]).sum(1) / lengths.clamp(min=1).to(torch.float32)[:, None]
+
+
+# ------------------------------------------------------------------------------------------- log-mel
+_FILTERS: dict[int, np.ndarray] = {}
+
+
+def _mel_filters(n_mels: int) -> np.ndarray:
+    """Whisper's mel filter bank, shape (n_freq=201, n_mels), from transformers' WhisperFeatureExtractor."""
+    if n_mels not in _FILTERS:
+        from transformers import WhisperFeatureExtractor
+
+        _FILTERS[n_mels] = np.asarray(
+            WhisperFeatureExtractor(feature_size=n_mels).mel_filters, dtype=np.float32
+        )
+    return _FILTERS[n_mels]
+
+
+def whisper_log_mel(y: np.ndarray, n_frames: int = N_FRAMES, *, n_mels: int = 80) -> np.ndarray:
+    """Whisper's normalised log-mel spectrogram of ``y`` padded with zeros, first ``n_frames`` frames.
+
+    With ``n_frames=3000`` this is ``WhisperFeatureExtractor()(y).input_features[0]``; a smaller ``n_frames``
+    gives exactly the first frames of that (the clamp-to-max-minus-8 uses the same maximum), computed on the
+    clip and a little padding only.
+
+    Parameters
+    ----------
+    y : np.ndarray, float32, shape (n,)
+        16 kHz mono signal (cropped to 30 s).
+    n_frames : int, optional
+        Number of 10 ms frames to return (at most 3000).
+    n_mels : int, optional
+        80, or 128 for large-v3.
+
+    Returns
+    -------
+    np.ndarray, float32, shape (n_mels, n_frames)
+    """
+    import torch
+
+    y = np.asarray(y, dtype=np.float32)[:N_SAMPLES]
+    n = y.shape[0]
+    # Pad with >= n_fft zeros so every frame that overlaps the clip is computed and the STFT's reflect padding
+    # at the end only sees zeros: frames equal those of the 30 s zero-padded input.
+    length = N_SAMPLES if n + N_FFT > N_SAMPLES else -(-(n + N_FFT) // HOP) * HOP
+    x = torch.from_numpy(np.pad(y, (0, length - n)))
+    stft = torch.stft(x, N_FFT, HOP, window=torch.hann_window(N_FFT), return_complex=True)
+    power = (stft[..., :-1].abs() ** 2).contiguous()
+    mel = torch.from_numpy(_mel_filters(n_mels)).T @ power
+    logm = torch.clamp(mel, min=1e-10).log10()
+    top = logm.max()
+    logm = (torch.maximum(logm, top - 8.0) + 4.0) / 4.0
+    out = logm[:, :n_frames].numpy()
+    if out.shape[1] < n_frames:  # silence frames of the zero padding
+        fill = (max(-10.0, float(top) - 8.0) + 4.0) / 4.0
+        out = np.pad(out, ((0, 0), (0, n_frames - out.shape[1])), constant_values=fill)
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _parse_mode(mode: str) -> tuple[str, float | None]:
+    """``"trimmed"`` / ``"padded30"`` / ``"window8"`` (also ``"window=8"``, ``"window8.5"``) -> (canonical, s)."""
+    text = str(mode).strip().lower()
+    if text in ("trimmed", "padded30"):
+        return text, None
+    m = re.fullmatch(r"window[=_]?(\d+(?:\.\d+)?)s?", text)
+    if m:
+        seconds = float(m.group(1))
+        if not 0.04 <= seconds <= 30:
+            raise ParameterError(f"mode {mode!r}: window must be between 0.04 and 30 seconds")
+        return f"window{seconds:g}", seconds
+    raise ParameterError(
+        f"mode must be 'trimmed', 'padded30' or 'window<seconds>' (e.g. 'window8'), got {mode!r}"
+    )
+
+
+# ----------------------------------------------------------------------------------------- extractor
+class WhisperExtractor(Extractor):
+    """Layer-wise mean-pooled Whisper encoder states (see the module docstring).
+
+    Parameters
+    ----------
+    size : str
+        Model size label: ``"tiny.en"``, ``"base"`` (offline), or any label when ``weights`` is given.
+    weights : str or path-like, optional
+        Built-in name, CTranslate2 folder, Hugging Face folder or hub id (default: the built-in ``size``).
+    mode : str, optional
+        ``"trimmed"`` (default), ``"padded30"`` or ``"window<seconds>"``.
+    frame_layers : sequence of int, optional
+        Layers whose frame sequences are returned as ``"frames"`` (float16).
+    device : str, optional
+        ``"auto"`` (default), ``"cpu"``, ``"cuda"``.
+    precision : str, optional
+        ``"auto"`` (bf16/fp16 autocast on CUDA, float32 on CPU), ``"float32"``, ``"bfloat16"``, ``"float16"``.
+    batch_size : int, optional
+        Clips per forward pass (default 8 on CPU, 32 on CUDA).
+    cache : path-like, optional
+        Cache root for converted weights (default ``$SERTOOL_CACHE`` or ``~/.cache/sertool``).
+    """
+
+    name = "whisper"
+    version = 1
+    sr = SR
+    parallel_processes = False
+
+    def __init__(
+        self,
+        size: str = "base",
+        *,
+        weights: str | os.PathLike | None = None,
+        mode: str = "trimmed",
+        frame_layers: Sequence[int] | None = None,
+        device: str = "auto",
+        precision: str = "auto",
+        batch_size: int | None = None,
+        cache: str | os.PathLike | None = None,
+    ) -> None:
+        if weights is None and size not in BUILTIN_WEIGHTS:
+            raise ParameterError(
+                f"whisper-{size}: no offline weights for size {size!r} (offline: "
+                f"{', '.join(BUILTIN_WEIGHTS)}); pass weights=<local folder or hub id>"
+            )
+        self.size = size
+        self.name = f"whisper-{size}"  # type: ignore[misc]  (per-instance name: the registry pattern whisper-*)
+        self.mode, self._window_s = _parse_mode(mode)
+        check_device(device)
+        if precision not in ("auto", "float32", "bfloat16", "float16"):
+            raise ParameterError(f"precision must be auto, float32, bfloat16 or float16, got {precision!r}")
+        self.device = device
+        self.precision = precision
+        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
+            raise ParameterError(f"batch_size must be a positive integer, got {batch_size!r}")
+        self.batch_size = batch_size
+        self.weights: ResolvedWeights = resolve(size if weights is None else weights, cache=cache)
+        from transformers import WhisperConfig
+
+        cfg = WhisperConfig.from_pretrained(str(self.weights.path))
+        self._d_model = int(cfg.d_model)
+        self._n_mels = int(cfg.num_mel_bins)
+        self._max_positions = int(cfg.max_source_positions)
+        self.n_layers = int(cfg.encoder_layers) + 1
+        self.default_layers = DEFAULT_LAYERS.get(size) if weights is None else None
+        if frame_layers is not None:
+            frame_layers = tuple(int(i) for i in frame_layers)
+            bad = [i for i in frame_layers if not 0 <= i < self.n_layers]
+            if bad or not frame_layers:
+                raise ParameterError(
+                    f"frame_layers {list(frame_layers)}: layers must be in 0..{self.n_layers - 1}"
+                )
+        self.frame_layers: tuple[int, ...] | None = frame_layers
+        self._encoder: Any = None
+        self._device: Any = None
+
+    # ---- identity
+    def params(self) -> dict[str, Any]:
+        """Size, weights label and hash, input mode, frame layers."""
+        return {
+            "size": self.size,
+            **self.weights.identity(),
+            "mode": self.mode,
+            "frame_layers": list(self.frame_layers) if self.frame_layers else None,
+        }
+
+    @property
+    def dim(self) -> int:
+        """Encoder width (384 tiny, 512 base, ...)."""
+        return self._d_model
+
+    def outputs(self) -> tuple[str, ...]:
+        """``("pooled",)`` or ``("pooled", "frames")`` when ``frame_layers`` is set."""
+        return ("pooled", "frames") if self.frame_layers else ("pooled",)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the loaded model (it is reloaded lazily)."""
+        state = self.__dict__.copy()
+        state["_encoder"] = state["_device"] = None
+        return state
+
+    # ---- model
+    def _load(self) -> Any:
+        if self._encoder is None:
+            self._device = pick_device(self.device)
+            self._encoder = load_whisper_encoder(self.weights.path).to(self._device)
+            log.info("loaded %s encoder (%s) on %s", self.name, self.weights.source, self._device)
+        return self._encoder
+
+    def _frames_for(self, n: int) -> tuple[int, int]:
+        """(mel frames fed to the encoder, valid encoder frames) for a clip of ``n`` samples."""
+        max_mel = 2 * self._max_positions
+        valid_mel = min(max(1, math.ceil(n / HOP)), max_mel)
+        valid_enc = (valid_mel + 1) // 2
+        if self.mode == "padded30":
+            return max_mel, valid_enc
+        if self.mode == "trimmed":
+            return valid_mel + valid_mel % 2, valid_enc
+        win_mel = min(max_mel, 2 * math.ceil(self._window_s * SR / HOP / 2))
+        return win_mel, min(valid_enc, win_mel // 2)
+
+    def encode(self, mel: Any, lengths: Any | None = None) -> Any:
+        """Run the encoder and return every hidden state.
+
+        Parameters
+        ----------
+        mel : torch.Tensor, shape (B, n_mels, T)
+            Log-mel input, ``T`` even and at most ``2 * max_source_positions``; batch padding must be zeros.
+        lengths : torch.Tensor of int, shape (B,), optional
+            Valid encoder frames per clip; keys beyond them are masked out of attention (``None``: no mask).
+
+        Returns
+        -------
+        list of torch.Tensor, each (B, T // 2, dim)
+            ``n_layers`` states: embedding, layer outputs, last one after the final layer norm.
+        """
+        import torch
+        import torch.nn.functional as F
+
+        enc = self._load()
+        x = F.gelu(enc.conv1(mel))
+        x = F.gelu(enc.conv2(x)).permute(0, 2, 1)
+        x = x + enc.embed_positions.weight[: x.shape[1]]
+        mask = None
+        if lengths is not None and bool((lengths < x.shape[1]).any()):
+            mask = (torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None])[:, None, None, :]
+        states = [x]
+        for layer in enc.layers:
+            out = layer(x, mask)
+            x = out[0] if isinstance(out, tuple) else out
+            states.append(x)
+        states[-1] = enc.layer_norm(x)
+        return states
+
+    # ---- extraction
+    def extract(self, y: np.ndarray) -> dict[str, np.ndarray]:
+        """Features of one clip: ``"pooled"`` (n_layers, dim) float32 [+ ``"frames"``]."""
+        return self.extract_batch([y])[0]
+
+    def extract_batch(self, signals: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """Features of several clips, batched internally by length.
+
+        Parameters
+        ----------
+        signals : sequence of np.ndarray, float32, shape (n_i,)
+            16 kHz mono clips (any order; length-sorted input batches best).
+
+        Returns
+        -------
+        list of dict
+            Per clip, in input order: ``"pooled"`` float32 ``(n_layers, dim)`` and, with ``frame_layers``,
+            ``"frames"`` float16 ``(n_selected_layers, T_i, dim)`` with ``T_i`` the clip's valid frames.
+        """
+        import torch
+
+        for i, y in enumerate(signals):
+            if np.ndim(y) != 1 or len(y) == 0:
+                raise ParameterError(f"signal {i}: expected a non-empty 1-D array, got shape {np.shape(y)}")
+            if len(y) > N_SAMPLES:
+                log.warning("signal %d is %.1f s long: Whisper sees its first 30 s only", i, len(y) / SR)
+        self._load()
+        bs = self.batch_size or (32 if self._device.type == "cuda" else 8)
+        order = sorted(range(len(signals)), key=lambda i: len(signals[i]))
+        results: list[dict[str, np.ndarray] | None] = [None] * len(signals)
+        for start in range(0, len(order), bs):
+            idx = order[start : start + bs]
+            frames = [self._frames_for(len(signals[i])) for i in idx]
+            t_in = max(f[0] for f in frames)
+            mel = np.zeros((len(idx), self._n_mels, t_in), dtype=np.float32)
+            for j, i in enumerate(idx):
+                mel[j, :, : frames[j][0]] = whisper_log_mel(signals[i], frames[j][0], n_mels=self._n_mels)
+            valid = torch.tensor([f[1] for f in frames], device=self._device)
+            masked = self.mode == "trimmed"
+            with torch.inference_mode(), autocast_for(self._device, self.precision):
+                states = self.encode(torch.from_numpy(mel).to(self._device), valid if masked else None)
+                pooled = torch.stack([masked_mean(h, valid) for h in states], dim=1).cpu().numpy()
+                sel = None
+                if self.frame_layers:
+                    sel = (
+                        torch.stack([states[k] for k in self.frame_layers], dim=1)
+                        .to(torch.float16)
+                        .cpu()
+                        .numpy()
+                    )
+            for j, i in enumerate(idx):
+                out = {"pooled": np.ascontiguousarray(pooled[j], dtype=np.float32)}
+                if sel is not None:
+                    out["frames"] = np.ascontiguousarray(sel[j, :, : frames[j][1]])
+                results[i] = out
+        return [r for r in results if r is not None]
+
+
+@register_extractor("whisper-*")
+def _make_whisper(name: str, **params: Any) -> WhisperExtractor:
+    """Factory for ``whisper-<size>`` (``whisper-base``, ``whisper-tiny.en``, ``whisper-small`` + weights=...)."""
+    size = name.removeprefix("whisper-")
+    if not size:
+        raise ParameterError(f"extractor name {name!r}: expected whisper-<size>, e.g. whisper-base")
+    return WhisperExtractor(size, **params)
