@@ -19,7 +19,19 @@ log = logging.getLogger(__name__)
 DEMO_BANNER = "SYNTHETIC DEMO: generated audio, not speech. These numbers only show that the pipeline runs."
 
 
-def run_demo(out: str | Path = "demo", *, jobs: int = -1, seed: int = 0) -> dict[str, Any]:
+DEMO_FEATURES = ("handcrafted94", "mfcc40")
+DEMO_MODELS = "knn,logreg,svm,rf,xgb,lgbm,gmm,mlp_head,cnn_transformer"
+
+
+def run_demo(
+    out: str | Path = "demo",
+    *,
+    jobs: int = -1,
+    seed: int = 0,
+    bench: bool = True,
+    features: tuple[str, ...] = DEMO_FEATURES,
+    models: str = DEMO_MODELS,
+) -> dict[str, Any]:
     """Run the demo pipeline into ``out``.
 
     Parameters
@@ -30,6 +42,10 @@ def run_demo(out: str | Path = "demo", *, jobs: int = -1, seed: int = 0) -> dict
         Worker processes for feature extraction (-1: all cores).
     seed : int, optional
         Seed of the split and the models.
+    bench : bool, optional
+        Also extract features, train and score the models, and write the leaderboard (default).
+    features, models
+        What the bench part runs (models that cannot read a feature set are skipped for it).
 
     Returns
     -------
@@ -59,4 +75,36 @@ def run_demo(out: str | Path = "demo", *, jobs: int = -1, seed: int = 0) -> dict
     ]
     for fold in ssum.get("folds", []):
         text.append("  " + ", ".join(f"{k}={v}" for k, v in fold.items() if not isinstance(v, list | dict)))
-    return {"synthetic": True, "manifest": msum, "split": {"id": split.id, **ssum}, "text": "\n".join(text)}
+    result: dict[str, Any] = {"synthetic": True, "manifest": msum, "split": {"id": split.id, **ssum}}
+    if bench:
+        from sertool.bench.runner import run_bench
+
+        report = run_bench(
+            manifest,
+            split,
+            features=list(features),
+            models=models,
+            results_dir=out / "results",
+            cache=out / "cache",
+            seed=seed,
+            jobs=jobs,
+            device="cpu",
+        )
+        text += ["", "== features"]
+        for ext in report.extraction:
+            text.append(
+                f"{ext.key}: {ext.n_total} clips ({ext.n_computed} computed, {ext.n_cached} cached, "
+                f"{len(ext.skipped)} skipped) at {ext.clips_per_second:.1f} clips/s"
+            )
+        text += ["", "== bench", f"units: {report.counts}", ""]
+        md = report.leaderboard.get("md")
+        if md is not None:
+            text.append(Path(md).read_text())
+        files = [str(p) for k, p in report.leaderboard.items() if "/" not in k]
+        text.append("leaderboard files: " + ", ".join(files))
+        result["bench"] = {
+            "units": report.counts,
+            "leaderboard": {k: str(v) for k, v in report.leaderboard.items()},
+        }
+    result["text"] = "\n".join(text)
+    return result
