@@ -95,7 +95,8 @@ def estimate_tuning(power: np.ndarray, *, sr: int = 16000) -> float:
     avg = np.gradient(sub, axis=0)[1:-1]
     shift = _parabolic_interpolation(sub, axis=0)[1:-1]
     peaks = np.nonzero(librosa.util.localmax(sub * (sub > ref), axis=0)[1:-1])
-    pitch = (peaks[0] + _PIP_LO + shift[peaks]) * float(sr) / _N_FFT
+    # computed in float64 and stored in the spectrogram's dtype, exactly as piptrack fills its output array
+    pitch = ((peaks[0] + _PIP_LO + shift[peaks]) * float(sr) / _N_FFT).astype(power.dtype)
     mag = sub[1:-1][peaks] + (0.5 * avg * shift)[peaks]
     voiced = pitch > 0
     threshold = np.median(mag[voiced]) if voiced.any() else 0.0
