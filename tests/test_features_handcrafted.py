@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import sys
 
 import librosa
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 from conftest import tone
 
 from sertool.data.audio import load_audio
-from sertool.exceptions import ParameterError
+from sertool.exceptions import AudioError, ParameterError
 from sertool.features import get_extractor
 from sertool.features.handcrafted import (
     HANDCRAFTED94_LAYOUT,
@@ -168,3 +169,45 @@ def test_mfcc40_rejects_bad_params(kwargs, match):
 def test_handcrafted94_takes_no_params():
     with pytest.raises(ParameterError, match="no parameters"):
         get_extractor("handcrafted94", n_mels=40)
+
+
+# ---------------------------------------------------------------------------------------------- egemaps
+
+
+def test_egemaps_without_opensmile_raises_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "opensmile", None)  # makes `import opensmile` fail
+    with pytest.raises(ParameterError, match="pip install opensmile"):
+        get_extractor("egemaps")
+
+
+def test_egemaps_matches_opensmile_and_survives_pickling():
+    opensmile = pytest.importorskip("opensmile")
+    ex = get_extractor("egemaps")
+    assert ex.dim == 88 and ex.key.startswith("egemaps/v1-") and len(ex.feature_names) == 88
+    y = tone(1.5, freq=180.0)
+    out = ex.extract(y)["pooled"]
+    assert out.shape == (88,) and out.dtype == np.float32 and np.isfinite(out).all()
+    direct = opensmile.Smile(
+        feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=opensmile.FeatureLevel.Functionals
+    ).process_signal(y, SR)
+    np.testing.assert_allclose(out, direct.to_numpy()[0].astype(np.float32), rtol=1e-6)
+    assert ex.feature_names[0] == direct.columns[0]
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(ex)).extract(y)["pooled"], out)
+
+
+def test_egemaps_nan_is_an_audio_error_not_a_zero():
+    pytest.importorskip("opensmile")
+    ex = get_extractor("egemaps")
+    names = ex.feature_names
+
+    class NanSmile:
+        feature_names = names
+
+        def process_signal(self, y, sr):
+            v = np.ones((1, 88))
+            v[0, 5] = np.nan
+            return v
+
+    ex._smile = NanSmile()
+    with pytest.raises(AudioError, match=r"NaN/inf for 1 functionals"):
+        ex.extract(tone(1.0))

@@ -1,0 +1,83 @@
+"""Speed and parity of handcrafted94 extraction against the five-librosa-call reference loop.
+
+On the first N RAVDESS clips (manifest sorted by utt_id), in one run:
+
+(a) reference: for each clip, ``load_audio`` + ``handcrafted94_reference`` (five separate librosa calls),
+    one process; one extra clip is computed first so import/JIT costs are not counted;
+(b) ``extract_features(..., jobs=J)`` with ``handcrafted94`` into a fresh temporary cache, cold: worker
+    processes start (and import librosa) inside the timing, and the shards are written to parquet;
+(c) the same into a second fresh cache, with the worker pool already started (steady state, what a long
+    extraction sees per clip);
+(d) the shared-STFT extractor alone, one process, no cache (per-clip work only).
+
+Prints clips/s of each, the ratios to (a), and the largest per-dimension relative difference between the
+cached vectors and the reference.
+
+Usage::
+
+    nice .venv/bin/python benchmarks/bench_handcrafted.py [--root ../shared/corpora/ravdess] [--n 200] [--jobs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from sertool.data.audio import load_audio
+from sertool.data.manifest import build_manifest
+from sertool.features import get_extractor
+from sertool.features.extract import extract_features
+from sertool.features.handcrafted import handcrafted94_reference
+from sertool.features.store import FeatureStore
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--root", type=Path, default=REPO.parent / "shared" / "corpora" / "ravdess")
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--jobs", type=int, default=2)
+    args = ap.parse_args()
+
+    manifest = build_manifest("ravdess", args.root, jobs=2).manifest
+    manifest = manifest.sort_values("utt_id").head(args.n).reset_index(drop=True)
+    n = len(manifest)
+    paths = manifest["path"].tolist()
+    print(f"{n} RAVDESS clips, {manifest['duration_s'].sum():.0f} s of audio, jobs={args.jobs}")
+
+    handcrafted94_reference(load_audio(paths[0]))  # warm-up, not timed
+    t0 = time.perf_counter()
+    ref = np.stack([handcrafted94_reference(load_audio(p)) for p in paths])
+    t_ref = time.perf_counter() - t0
+
+    ex = get_extractor("handcrafted94")
+    with tempfile.TemporaryDirectory() as d1, tempfile.TemporaryDirectory() as d2:
+        cold = extract_features(manifest, ex, cache=d1, jobs=args.jobs)
+        warm = extract_features(manifest, ex, cache=d2, jobs=args.jobs)
+        assert cold.n_computed == warm.n_computed == n, (cold, warm)
+        X = FeatureStore(d1).load(manifest, "handcrafted94").X
+
+    t0 = time.perf_counter()
+    for p in paths:
+        ex.extract(load_audio(p))
+    t_one = time.perf_counter() - t0
+
+    rel = np.abs(X.astype(np.float64) - ref) / np.maximum(np.abs(ref.astype(np.float64)), 1e-30)
+    rows = [
+        ("(a) reference loop, 1 process", t_ref),
+        (f"(b) extract_features jobs={args.jobs}, cold", cold.seconds),
+        (f"(c) extract_features jobs={args.jobs}, warm pool", warm.seconds),
+        ("(d) shared-STFT extractor, 1 process", t_one),
+    ]
+    for label, sec in rows:
+        print(f"{label:<44} {n / sec:8.1f} clips/s  {sec:7.2f} s  x{t_ref / sec:5.2f}")
+    print(f"parity: max relative difference per dimension {rel.max():.2e} (dimension {int(rel.max(0).argmax())})")
+
+
+if __name__ == "__main__":
+    main()
