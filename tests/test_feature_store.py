@@ -108,10 +108,11 @@ def test_frames_are_float32_and_layers_map_to_model_layers(tmp_path):
 
 def test_load_follows_manifest_order_across_corpora(tmp_path):
     store, ex = FeatureStore(tmp_path), Layered()
-    m = pd.concat([fake_manifest(6, "c1"), fake_manifest(5, "c2", prefix="v")], ignore_index=True)
+    m = pd.concat([fake_manifest(6, "c1"), fake_manifest(5, "c2", prefix="v")])  # index labels repeat
     fill(store, m, ex, shard=3)
     assert len(shards(store, ex, "c1")) == 2 and len(shards(store, ex, "c2")) == 2
     shuffled = m.sample(frac=1.0, random_state=3)
+    assert store.missing(shuffled, ex).empty and len(store.missing(shuffled, Layered(scale=2.0))) == 11
     fs = store.load(shuffled, "fakelayers@0")
     assert fs.utt_ids == shuffled["utt_id"].tolist()
     np.testing.assert_allclose(fs.X[:, 0], [int(u[-4:]) for u in shuffled["utt_id"]])

@@ -18,6 +18,8 @@ Rules (the cache's contract; tests exercise each):
   twice.
 - A shard whose bytes do not match its marker (size or SHA-1), or that parquet cannot read, is reported with
   ``logging.error`` and deleted, so its rows count as missing and the runner recomputes them.
+- The first time a :class:`FeatureStore` instance reads a shard it checks the file's size and SHA-1 against
+  the marker (one full read); later reads in the same instance skip the hash.
 - A row is valid only if both its ``utt_id`` and its audio ``sha1`` match the manifest: changing a clip's
   audio invalidates exactly that row; changing an extractor parameter changes the key, hence the entry.
 - Each output ``o`` is stored as two columns: ``o`` (``large_binary``: the row's array as little-endian
@@ -36,7 +38,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError
@@ -264,11 +266,17 @@ class FeatureStore:
         return pd.concat(frames, ignore_index=True).drop_duplicates(["utt_id", "sha1"], keep="last")
 
     @staticmethod
-    def _by_corpus(manifest: pd.DataFrame) -> Iterable[tuple[str, pd.DataFrame]]:
+    def _by_corpus(manifest: pd.DataFrame) -> list[tuple[str, pd.DataFrame, np.ndarray]]:
+        """(corpus, its rows, their positions in the manifest), in order of first appearance."""
         for col in ("utt_id", "sha1", "corpus"):
             if col not in manifest.columns:
                 raise ParameterError(f"manifest lacks column {col!r} needed by the feature cache")
-        return manifest.groupby("corpus", sort=False)
+        corpora = manifest["corpus"].astype(str).to_numpy()
+        out = []
+        for corpus in dict.fromkeys(corpora):
+            positions = np.flatnonzero(corpora == corpus)
+            out.append((corpus, manifest.iloc[positions], positions))
+        return out
 
     def missing(self, manifest: pd.DataFrame, extractor: Extractor | str) -> pd.DataFrame:
         """Rows of ``manifest`` with no valid cached features for ``extractor``.
@@ -287,15 +295,14 @@ class FeatureStore:
         """
         key = extractor.key if isinstance(extractor, Extractor) else extractor
         present = np.zeros(len(manifest), dtype=bool)
-        pos = pd.Series(np.arange(len(manifest)), index=manifest.index)
-        for corpus, part in self._by_corpus(manifest):
+        for corpus, part, positions in self._by_corpus(manifest):
             idx = self._index(self.entry_dir(str(corpus), key))
             if idx.empty:
                 continue
             hit = pd.MultiIndex.from_frame(part[["utt_id", "sha1"]]).isin(
                 pd.MultiIndex.from_frame(idx[["utt_id", "sha1"]])
             )
-            present[pos[part.index].to_numpy()[hit]] = True
+            present[positions[hit]] = True
         return manifest[~present]
 
     def meta(self, corpus: str, key: str | Extractor) -> dict[str, Any]:
@@ -374,22 +381,19 @@ class FeatureStore:
         """
         view = parse_view(view) if isinstance(view, str) else view
         groups = list(self._by_corpus(manifest))
-        key = self._resolve_key([str(c) for c, _ in groups], view, key)
+        key = self._resolve_key([c for c, _, _ in groups], view, key)
         if key.partition("/")[0] != view.extractor:
             raise ParameterError(f"key {key!r} is not a variant of extractor {view.extractor!r}")
-        pos = pd.Series(np.arange(len(manifest)), index=manifest.index)
         order: list[np.ndarray] = []
         chunks: list[Any] = []
         missing_ids: list[str] = []
         meta: dict[str, Any] = {}
-        for corpus, part in groups:
+        for corpus, part, positions in groups:
             entry = self.entry_dir(str(corpus), key)
             meta = meta or self.meta(str(corpus), key)
             idx = self._index(entry)
             found = (
-                part[["utt_id", "sha1"]]
-                .assign(pos=pos[part.index].to_numpy())
-                .merge(idx, on=["utt_id", "sha1"], how="left")
+                part[["utt_id", "sha1"]].assign(pos=positions).merge(idx, on=["utt_id", "sha1"], how="left")
             )
             absent = found["row"].isna().to_numpy()
             missing_ids += found.loc[absent, "utt_id"].tolist()
