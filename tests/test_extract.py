@@ -64,7 +64,7 @@ def test_extract_computes_missing_then_hits_cache(tmp_path, corpus):
     assert fs.utt_ids == corpus["utt_id"].tolist()
     np.testing.assert_array_equal(fs.X, reference(corpus))
     again = extract_features(corpus, ex, cache=tmp_path / "cache", jobs=1, progress=calls.append)
-    assert (again.n_cached, again.n_computed) == (16, 0) and calls == [5, 5, 5, 1]
+    assert (again.n_cached, again.n_computed) == (16, 0) and calls == [5, 5, 5, 1, 16]
     st = FeatureStore(tmp_path / "cache").status()
     assert st[["corpus", "key", "n_rows", "complete"]].values.tolist() == [["demo", ex.key, 16, True]]
 
@@ -212,8 +212,9 @@ def test_run_resumes_after_an_interrupted_progress_callback(tmp_path, corpus):
     with pytest.raises(KeyboardInterrupt):
         extract_features(corpus, ex, cache=tmp_path / "cache", jobs=1, shard_size=4, progress=stop_after_two)
     assert len(shards_of(tmp_path / "cache")) == 2
-    rep = extract_features(corpus, ex, cache=tmp_path / "cache", jobs=1, shard_size=4)
-    assert (rep.n_cached, rep.n_computed) == (8, 8)
+    seen.clear()
+    rep = extract_features(corpus, ex, cache=tmp_path / "cache", jobs=1, shard_size=4, progress=seen.append)
+    assert (rep.n_cached, rep.n_computed) == (8, 8) and seen == [8, 4, 4]
 
 
 RUNNER = textwrap.dedent(

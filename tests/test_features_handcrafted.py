@@ -122,7 +122,7 @@ def test_mfcc40_defaults_and_shapes():
     y = tone(4.2, freq=180.0)
     out = ex.extract(y)
     assert out["frames"].shape == (94, 40) and out["frames"].dtype == np.float32
-    assert out["pooled"].shape == (80,) and ex.dim == 80
+    assert out["pooled"].shape == (80,) and ex.dim == 80 and set(ex.outputs()) == set(out)
     np.testing.assert_allclose(out["pooled"][:40], out["frames"].mean(axis=0), rtol=1e-6)
     np.testing.assert_allclose(out["pooled"][40:], out["frames"].std(axis=0), rtol=1e-5)
     # frames are librosa's mfcc of the segment [0.5 s, 3.5 s)

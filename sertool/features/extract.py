@@ -243,9 +243,10 @@ def extract_features(
     scheduler : str or dask.distributed.Client, optional
         A Dask scheduler address (``"tcp://10.0.0.1:8786"``) or client: shards run on that cluster.
     progress : callable, optional
-        Called in this process with the number of clips just finished (computed or skipped) after each
-        shard is written; the calls sum to ``n_total - n_cached``. An exception raised by it stops the run
-        (shards written so far stay cached).
+        Called in this process with a number of clips, like ``tqdm.update``: first with the number already
+        cached (when there are any), then after each shard is written with the clips it finished (computed or
+        skipped); the calls sum to ``n_total``. An exception raised by it stops the run (shards written so
+        far stay cached).
     min_duration : float, optional
         Clips shorter than this many seconds are skipped.
 
@@ -288,6 +289,8 @@ def extract_features(
         results = _joblib(extractor, tasks, min_duration, min(n_jobs, len(tasks)))
     else:
         results = _in_process(extractor, tasks, min_duration)
+    if progress is not None and report.n_cached:
+        progress(report.n_cached)
     try:
         for res in results:
             store.write_shard(res.corpus, extractor, res.utt_ids, res.sha1s, res.outputs)

@@ -259,6 +259,10 @@ class Mfcc40(Extractor):
         """See :meth:`Extractor.params`."""
         return {"offset": self.offset, "crop": self.crop, "n_mfcc": self.n_mfcc, "sr": self.sr}
 
+    def outputs(self) -> tuple[str, ...]:
+        """``("pooled", "frames")``."""
+        return ("pooled", "frames")
+
     @property
     def dim(self) -> int:
         """Pooled dimension: ``2 * n_mfcc``."""
