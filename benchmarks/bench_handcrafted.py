@@ -10,6 +10,10 @@ On the first N RAVDESS clips (manifest sorted by utt_id), in one run:
     extraction sees per clip);
 (d) the shared-STFT extractor alone, one process, no cache (per-clip work only).
 
+(a) and (d) run with single-threaded BLAS, like joblib's workers and the runner: on a shared 2-core machine
+multi-threaded OpenBLAS made both loops about 4x slower (spin-waiting threads), which would flatter the
+ratio.
+
 Prints clips/s of each, the ratios to (a), and the largest per-dimension relative difference between the
 cached vectors and the reference.
 
@@ -21,11 +25,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from sertool.data.audio import load_audio
 from sertool.data.manifest import build_manifest
@@ -49,11 +55,13 @@ def main() -> None:
     n = len(manifest)
     paths = manifest["path"].tolist()
     print(f"{n} RAVDESS clips, {manifest['duration_s'].sum():.0f} s of audio, jobs={args.jobs}")
+    print("load average before: {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
 
     handcrafted94_reference(load_audio(paths[0]))  # warm-up, not timed
-    t0 = time.perf_counter()
-    ref = np.stack([handcrafted94_reference(load_audio(p)) for p in paths])
-    t_ref = time.perf_counter() - t0
+    with threadpool_limits(limits=1, user_api="blas"):
+        t0 = time.perf_counter()
+        ref = np.stack([handcrafted94_reference(load_audio(p)) for p in paths])
+        t_ref = time.perf_counter() - t0
 
     ex = get_extractor("handcrafted94")
     with tempfile.TemporaryDirectory() as d1, tempfile.TemporaryDirectory() as d2:
@@ -62,11 +70,13 @@ def main() -> None:
         assert cold.n_computed == warm.n_computed == n, (cold, warm)
         X = FeatureStore(d1).load(manifest, "handcrafted94").X
 
-    t0 = time.perf_counter()
-    for p in paths:
-        ex.extract(load_audio(p))
-    t_one = time.perf_counter() - t0
+    with threadpool_limits(limits=1, user_api="blas"):
+        t0 = time.perf_counter()
+        for p in paths:
+            ex.extract(load_audio(p))
+        t_one = time.perf_counter() - t0
 
+    print("load average after:  {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     rel = np.abs(X.astype(np.float64) - ref) / np.maximum(np.abs(ref.astype(np.float64)), 1e-30)
     rows = [
         ("(a) reference loop, 1 process", t_ref),
@@ -76,7 +86,9 @@ def main() -> None:
     ]
     for label, sec in rows:
         print(f"{label:<44} {n / sec:8.1f} clips/s  {sec:7.2f} s  x{t_ref / sec:5.2f}")
-    print(f"parity: max relative difference per dimension {rel.max():.2e} (dimension {int(rel.max(0).argmax())})")
+    print(
+        f"parity: max relative difference per dimension {rel.max():.2e} (dimension {int(rel.max(0).argmax())})"
+    )
 
 
 if __name__ == "__main__":

@@ -120,7 +120,23 @@ def _check_outputs(out: dict[str, np.ndarray], path: str) -> None:
 def _extract(
     extractor: Extractor, task: _Task, loaded: list[tuple[int, np.ndarray]], skipped: list[tuple[str, str]]
 ) -> _Result:
-    """Features of the loaded clips of one task; AudioErrors from the extractor skip that clip only."""
+    """Features of the loaded clips of one task; AudioErrors from the extractor skip that clip only.
+
+    CPU extractors (``parallel_processes``) run with single-threaded BLAS, as in joblib's workers: their
+    matrix products are small, threads only add contention, and the result bits depend on the BLAS thread
+    count, so this makes in-process, process-pool and Dask runs write identical caches.
+    """
+    if extractor.parallel_processes:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            return _extract_all(extractor, task, loaded, skipped)
+    return _extract_all(extractor, task, loaded, skipped)
+
+
+def _extract_all(
+    extractor: Extractor, task: _Task, loaded: list[tuple[int, np.ndarray]], skipped: list[tuple[str, str]]
+) -> _Result:
     signals = [y for _, y in loaded]
     try:
         outs: list[dict[str, np.ndarray] | None] = list(extractor.extract_batch(signals))
