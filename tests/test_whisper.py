@@ -157,6 +157,14 @@ def test_batching_does_not_change_outputs(tiny_dir, signals, tmp_path, mode) -> 
         np.testing.assert_allclose(out["pooled"], ex.extract(y)["pooled"], atol=2e-5)
 
 
+def test_gpu_length_buckets_do_not_change_outputs(tiny_dir, signals, tmp_path) -> None:
+    ex = extractor(tiny_dir, tmp_path, batch_size=4)
+    ref = ex.extract_batch(signals)
+    ex._bucket = 100  # what a CUDA device uses: inputs padded to whole seconds, padded keys masked
+    for a, b in zip(ex.extract_batch(signals), ref, strict=True):
+        np.testing.assert_allclose(a["pooled"], b["pooled"], atol=2e-5)
+
+
 def test_frames_output(tiny_dir, signals, tmp_path) -> None:
     ex = extractor(tiny_dir, tmp_path, frame_layers=[0, 2])
     assert ex.outputs() == ("pooled", "frames")

@@ -58,6 +58,7 @@ __all__ = [
     "WeightsInfo",
     "ct2_to_hf_encoder",
     "default_cache_dir",
+    "folder_sha256",
     "list_weights",
     "load_whisper_encoder",
     "read_ct2_model",
@@ -452,6 +453,17 @@ def _hf_weight_files(path: Path) -> list[Path]:
     if not files:
         raise ParameterError(f"{path}: no model.safetensors or pytorch_model.bin in this Hugging Face folder")
     return files
+
+
+def folder_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a Hugging Face folder's weight files (``*.safetensors``, else ``pytorch_model*.bin``), in name order.
+
+    Raises
+    ------
+    ParameterError
+        The folder holds no weight file.
+    """
+    return _sha256_files(_hf_weight_files(Path(path)))
 
 
 def _slug(text: str) -> str:

@@ -122,8 +122,10 @@ def masked_mean(h: Any, lengths: Any) -> Any:
     """
     import torch
 
-    mask = (torch.arange(h.shape[1], device=h.device)[None, :] < lengths[:, None]).to(torch.float32)
-    return (h.float() * mask[:, :, None]).sum(1) / lengths.clamp(min=1).to(torch.float32)[:, None]
+    weights = (torch.arange(h.shape[1], device=h.device)[None, :] < lengths[:, None]).to(torch.float32)
+    weights = weights / lengths.clamp(min=1).to(torch.float32)[:, None]
+    with torch.autocast(device_type=h.device.type, enabled=False):  # one float32 GEMV per clip
+        return torch.bmm(weights[:, None, :], h.float()).squeeze(1)
 
 
 # ------------------------------------------------------------------------------------------- log-mel
@@ -274,6 +276,7 @@ class WhisperExtractor(Extractor):
         self.frame_layers: tuple[int, ...] | None = frame_layers
         self._encoder: Any = None
         self._device: Any = None
+        self._bucket = 0
 
     # ---- identity
     def params(self) -> dict[str, Any]:
@@ -305,6 +308,10 @@ class WhisperExtractor(Extractor):
         if self._encoder is None:
             self._device = pick_device(self.device)
             self._encoder = load_whisper_encoder(self.weights.path).to(self._device)
+            # Trimmed batches on a GPU are padded to whole seconds of mel frames: a GPU pays a warm-up per new
+            # input shape (measured on RAVDESS: first pass 58 clips/s, second 812). Zero mel padding + key
+            # masking leave the outputs unchanged. On CPU every padded frame costs time, so none is added.
+            self._bucket = 100 if self._device.type == "cuda" else 0
             log.info("loaded %s encoder (%s) on %s", self.name, self.weights.source, self._device)
         return self._encoder
 
@@ -387,6 +394,8 @@ class WhisperExtractor(Extractor):
             idx = order[start : start + bs]
             frames = [self._frames_for(len(signals[i])) for i in idx]
             t_in = max(f[0] for f in frames)
+            if self.mode == "trimmed" and self._bucket:
+                t_in = min(2 * self._max_positions, -(-t_in // self._bucket) * self._bucket)
             mel = np.zeros((len(idx), self._n_mels, t_in), dtype=np.float32)
             for j, i in enumerate(idx):
                 mel[j, :, : frames[j][0]] = whisper_log_mel(signals[i], frames[j][0], n_mels=self._n_mels)
