@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import joblib
 import numpy as np
 import pandas as pd
 
@@ -287,7 +288,7 @@ def extract_features(
     store = cache if isinstance(cache, FeatureStore) else FeatureStore(cache)
     t0 = time.perf_counter()
     missing = store.missing(manifest, extractor)
-    n_jobs = (os.cpu_count() or 1) if jobs == -1 else int(jobs)
+    n_jobs = joblib.cpu_count() if jobs == -1 else int(jobs)  # joblib's count honours cgroup CPU quotas
     processes = scheduler is None and extractor.parallel_processes and n_jobs > 1
     tasks = _tasks(missing, int(shard_size), longest_first=scheduler is not None or processes)
     report = ExtractionReport(extractor.key, len(manifest), len(manifest) - len(missing), 0)
