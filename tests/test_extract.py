@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -72,11 +73,26 @@ def test_extract_computes_missing_then_hits_cache(tmp_path, corpus):
     assert st[["corpus", "key", "n_rows", "complete"]].values.tolist() == [["demo", ex.key, 16, True]]
 
 
-def test_processes_and_in_process_fill_identical_caches(tmp_path, corpus):
+def test_processes_and_in_process_fill_identical_caches(tmp_path, corpus, monkeypatch):
+    from joblib.externals.loky import get_reusable_executor
+
+    import sertool.features.extract as extract_mod
+
+    get_reusable_executor(max_workers=1).submit(extract_mod._ping).result()  # a worker is up
+    pids: set[int] = set()
+    real_pool = extract_mod._pool
+
+    def spy_pool(*args):
+        for res in real_pool(*args):
+            pids.add(res.pid)
+            yield res
+
+    monkeypatch.setattr(extract_mod, "_pool", spy_pool)
     ex = get_extractor("handcrafted94")
-    a = extract_features(corpus, ex, cache=tmp_path / "a", jobs=2, shard_size=4)
+    a = extract_features(corpus, ex, cache=tmp_path / "a", jobs=2, shard_size=2)
     b = extract_features(corpus, get_extractor("handcrafted94"), cache=tmp_path / "b", jobs=1, shard_size=16)
     assert a.key == b.key and a.n_computed == b.n_computed == 16
+    assert os.getpid() in pids and len(pids) == 2  # this process and the worker both computed shards
     entries = {
         d.parent.relative_to(d.parents[3]) for d in shards_of(tmp_path / "a") + shards_of(tmp_path / "b")
     }

@@ -4,8 +4,9 @@
 missing, sorts them by duration, cuts them into shards of ``shard_size`` clips (per corpus) and computes each
 shard as one task:
 
-- extractors with ``parallel_processes = True`` (CPU, numpy): shards run in joblib (loky) worker processes,
-  ``jobs`` at a time, longest clips first;
+- extractors with ``parallel_processes = True`` (CPU, numpy): shards run ``jobs`` wide, on ``jobs - 1``
+  joblib (loky) worker processes plus this process, which computes shards itself while the workers start
+  (see :func:`_pool`), longest clips first;
 - other extractors (torch models that thread or use a GPU inside): shards run in this process, one after the
   other, through :meth:`Extractor.extract_batch` on length-sorted clips, while a background thread reads
   the next shard's audio;
@@ -22,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -95,6 +97,7 @@ class _Result:
     outputs: list[dict[str, np.ndarray]]
     skipped: list[tuple[str, str]]
     n_clips: int
+    pid: int = field(default_factory=os.getpid)  # the process that computed it
 
 
 def _load(
@@ -200,13 +203,54 @@ def _in_process(extractor: Extractor, tasks: Sequence[_Task], min_duration: floa
             yield _extract(extractor, task, loaded, skipped)
 
 
-def _joblib(
+def _ping() -> int:
+    return os.getpid()
+
+
+def _pool(
     extractor: Extractor, tasks: Sequence[_Task], min_duration: float, n_jobs: int
 ) -> Iterator[_Result]:
-    from joblib import Parallel, delayed
+    """Shards on ``n_jobs - 1`` joblib (loky) worker processes plus this process.
 
-    parallel = Parallel(n_jobs=n_jobs, backend="loky", return_as="generator_unordered")
-    yield from parallel(delayed(_run_task)(extractor, t, min_duration) for t in tasks)
+    Starting a worker costs seconds (it imports sertool, librosa, numba ...), as much as computing a few
+    hundred clips. So a worker gets a shard only once it has answered a ping (it is up), and meanwhile, or
+    whenever no result is waiting to be written, this process computes shards itself. Workers take the
+    longest shards from the front of the queue, this process the shortest from the back. Small jobs finish
+    before any worker is up, large ones run ``n_jobs`` wide. The loky executor is reused across calls.
+    """
+    from concurrent.futures import FIRST_COMPLETED, Future, wait
+
+    from joblib.externals.loky import get_reusable_executor
+
+    queue = deque(tasks)  # longest first
+    executor = get_reusable_executor(max_workers=n_jobs - 1)
+    pings: set[Future] = {executor.submit(_ping) for _ in range(n_jobs - 1)}
+    running: set[Future] = set()
+
+    def feed(n: int) -> None:
+        for _ in range(n):
+            if queue:
+                running.add(executor.submit(_run_task, extractor, queue.popleft(), min_duration))
+
+    try:
+        while queue or running:
+            up = {f for f in pings if f.done()}
+            pings -= up
+            feed(len(up))
+            done = {f for f in running if f.done()}
+            running -= done
+            for fut in done:
+                yield fut.result()
+                feed(1)
+            if up or done:
+                continue
+            if queue:
+                yield _run_task(extractor, queue.pop(), min_duration)
+            else:
+                wait(running | pings, return_when=FIRST_COMPLETED)
+    finally:
+        for fut in running | pings:
+            fut.cancel()
 
 
 def _dask(
@@ -253,10 +297,12 @@ def extract_features(
     cache : FeatureStore or path
         The cache (a folder is opened as a :class:`FeatureStore`).
     jobs : int, optional
-        Worker processes for extractors with ``parallel_processes = True``; -1 (default) uses every core,
-        1 runs in this process. Ignored by in-process extractors and with ``scheduler``.
+        Processes computing at once for extractors with ``parallel_processes = True`` (this one included);
+        -1 (default) uses every core, 1 runs in this process only. Ignored by in-process extractors and with
+        ``scheduler``.
     shard_size : int, optional
-        Clips per shard (the unit of work, of writing, and of what a kill can lose).
+        Most clips per shard (the unit of work, of writing, and of what a kill can lose). With several
+        processes, shards are made smaller when needed to give each process at least about four.
     scheduler : str or dask.distributed.Client, optional
         A Dask scheduler address (``"tcp://10.0.0.1:8786"``) or client: shards run on that cluster.
     progress : callable, optional
@@ -290,7 +336,10 @@ def extract_features(
     missing = store.missing(manifest, extractor)
     n_jobs = joblib.cpu_count() if jobs == -1 else int(jobs)  # joblib's count honours cgroup CPU quotas
     processes = scheduler is None and extractor.parallel_processes and n_jobs > 1
-    tasks = _tasks(missing, int(shard_size), longest_first=scheduler is not None or processes)
+    size = int(shard_size)
+    if processes:  # at least ~4 shards per process, so the last ones do not leave a process idle
+        size = max(1, min(size, -(-len(missing) // (4 * n_jobs))))
+    tasks = _tasks(missing, size, longest_first=scheduler is not None or processes)
     report = ExtractionReport(extractor.key, len(manifest), len(manifest) - len(missing), 0)
     log.info(
         "%s: %d of %d clips to compute in %d shard(s)%s",
@@ -303,7 +352,7 @@ def extract_features(
     if scheduler is not None:
         results = _dask(extractor, tasks, min_duration, scheduler)
     elif processes and len(tasks) > 1:
-        results = _joblib(extractor, tasks, min_duration, min(n_jobs, len(tasks)))
+        results = _pool(extractor, tasks, min_duration, min(n_jobs, len(tasks)))
     else:
         results = _in_process(extractor, tasks, min_duration)
     if progress is not None and report.n_cached:
