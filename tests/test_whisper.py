@@ -257,3 +257,25 @@ def test_tiny_en_matches_ctranslate2_ravdess(ravdess_root, tmp_path) -> None:
     from sertool.data.audio import load_audio
 
     _ct2_parity(load_audio(sorted(ravdess_root.glob("Actor_01/*.flac"))[5]), tmp_path)
+
+
+# ---------------------------------------------------------------------------------- with the runner
+def test_runner_caches_layers_and_frames(tiny_dir, demo_root, tmp_path) -> None:
+    from sertool.data.audio import load_audio
+    from sertool.data.manifest import build_manifest
+    from sertool.features.extract import extract_features
+    from sertool.features.store import FeatureStore
+
+    manifest = build_manifest("demo", demo_root).manifest.iloc[:10].reset_index(drop=True)
+    ex = extractor(tiny_dir, tmp_path, frame_layers=[2], batch_size=4)
+    store = FeatureStore(tmp_path / "features")
+    report = extract_features(manifest, ex, cache=store, jobs=1, shard_size=6)
+    assert (report.n_computed, report.skipped) == (10, [])
+    direct = ex.extract_batch([load_audio(p) for p in manifest["path"]])
+    feats = store.load(manifest, "whisper-tiny-test@1-2", key=ex)
+    assert feats.X.shape == (10, 128)
+    np.testing.assert_allclose(feats.X, np.stack([d["pooled"][1:].ravel() for d in direct]), atol=1e-5)
+    frames = store.load(manifest, "whisper-tiny-test@2", key=ex, output="frames")
+    assert [f.shape for f in frames.X] == [d["frames"][0].shape for d in direct]
+    again = extract_features(manifest, ex, cache=store, jobs=1)
+    assert (again.n_cached, again.n_computed) == (10, 0)
