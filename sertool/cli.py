@@ -87,6 +87,23 @@ def _schemed(manifest: Any, scheme: str) -> Any:
     return apply_scheme(manifest, scheme)
 
 
+def _json_arg(text: str | None, flag: str) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SertoolError(f"{flag} is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise SertoolError(f"{flag} must be a JSON object")
+    return value
+
+
+def _dict_or_json(value: Any, flag: str) -> dict[str, Any]:
+    """A dict from a TOML definition, or JSON text from the command line."""
+    return value if isinstance(value, dict) else _json_arg(value, flag)
+
+
 def _progress(total: int, desc: str) -> tuple[Callable[[int], None], Callable[[], None]]:
     """A tqdm bar on stderr (hidden when not a terminal); returns (update, close)."""
     from tqdm import tqdm
@@ -161,12 +178,19 @@ def cmd_features(args: argparse.Namespace) -> int:
     if not (args.corpus and args.root):
         raise SertoolError("features: --corpus and --root are required (or use --status)")
     manifest = _manifest_from_args(args).manifest
+    eparams = _json_arg(args.extractor_params, "--extractor-params")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     skipped_any = False
     reports = []
     for name in [e.strip() for e in args.extractors.split(",") if e.strip()]:
-        params: dict[str, Any] = {}
+        params: dict[str, Any] = dict(eparams.get(name, {}))
         if name.startswith(("whisper-", "ssl-")):
-            params["device"] = args.device
+            params.setdefault("device", args.device)
+        if name.startswith("whisper-"):
+            params.setdefault("cache", store.root)
         extractor = get_extractor(name, **params)
         update, close = _progress(len(manifest), name)
         try:
@@ -223,8 +247,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
             tune=args.tune,
             force=args.force,
             jobs=args.jobs,
-            model_params=args.model_params or {},
-            extractor_params=args.extractor_params or {},
+            model_params=_dict_or_json(args.model_params, "--model-params"),
+            extractor_params=_dict_or_json(args.extractor_params, "--extractor-params"),
             progress=tick,
         )
     finally:
@@ -332,6 +356,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=-1, help="processes for CPU extractors (default: all cores)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--scheduler", default=None, help="Dask scheduler address to run extraction on a cluster")
+    p.add_argument(
+        "--extractor-params",
+        default=None,
+        help="JSON: per-extractor parameters, e.g. "
+        '\'{"whisper-base": {"mode": "padded30", "frame_layers": [4, 6]}}\'',
+    )
+    p.add_argument("--threads", type=int, default=None, help="torch threads for whisper/ssl extraction")
     p.add_argument("--status", action="store_true", help="show what is cached and exit")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_features)
@@ -365,7 +396,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tune", action="store_true", help="grid-search hyper-parameters inside training folds")
     p.add_argument("--force", action="store_true", help="redo finished units")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_bench, model_params=None, extractor_params=None)
+    p.add_argument(
+        "--model-params",
+        default=None,
+        help='JSON: per-model parameter overrides, e.g. \'{"svm": {"C": 1.0}}\'',
+    )
+    p.add_argument("--extractor-params", default=None, help="JSON: per-extractor parameters (see features)")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("leaderboard", help="re-render leaderboards from stored results")
     p.add_argument("--results", type=Path, default=Path("results"))

@@ -34,7 +34,7 @@ from sklearn.base import clone
 
 from sertool.data.labels import CANONICAL_LABELS
 from sertool.data.manifest import manifest_hash
-from sertool.exceptions import SertoolError
+from sertool.exceptions import ParameterError, SertoolError
 from sertool.provenance import environment
 
 __all__ = ["BenchReport", "UnitResult", "class_order", "run_bench", "split_dir", "unit_paths"]
@@ -263,6 +263,8 @@ def run_bench(
         eparams = dict(extractor_params.get(view.extractor, {}))
         if view.extractor.startswith(("whisper-", "ssl-")):
             eparams.setdefault("device", dev)
+        if view.extractor.startswith("whisper-"):
+            eparams.setdefault("cache", store.root)  # converted weights live beside the features
         extractor = get_extractor(view.extractor, **eparams)
         if extract:
             from sertool.features.extract import extract_features
@@ -277,8 +279,20 @@ def run_bench(
                 log.warning("%s needs %s features, which %s does not provide; skipped", m.name, m.input, spec)
                 report.units.append(UnitResult(view.name, m.name, -1, "skipped", reason=f"needs {m.input}"))
         loaded: dict[str, _Loaded] = {}
-        for kind in {m.input for m in specs}:
-            fs = store.load(manifest, view, output=kind, allow_missing=True, key=extractor)
+        for kind in sorted({m.input for m in specs}):
+            try:
+                fs = store.load(manifest, view, output=kind, allow_missing=True, key=extractor)
+            except ParameterError as exc:  # e.g. a layer view whose frames were not stored
+                log.warning(
+                    "%s: no %s features for this view (%s); models that need them are skipped",
+                    spec,
+                    kind,
+                    exc,
+                )
+                for m in [m for m in specs if m.input == kind]:
+                    report.units.append(UnitResult(view.name, m.name, -1, "skipped", reason=str(exc)))
+                specs = [m for m in specs if m.input != kind]
+                continue
             loaded[kind] = _Loaded(
                 fs.X, list(fs.utt_ids), fs.key, view.name, {u: i for i, u in enumerate(fs.utt_ids)}
             )

@@ -215,8 +215,11 @@ class WhisperExtractor(Extractor):
         Built-in name, CTranslate2 folder, Hugging Face folder or hub id (default: the built-in ``size``).
     mode : str, optional
         ``"trimmed"`` (default), ``"padded30"`` or ``"window<seconds>"``.
-    frame_layers : sequence of int, optional
-        Layers whose frame sequences are returned as ``"frames"`` (float16).
+    frame_layers : sequence of int, "auto" or None, optional
+        Layers whose frame sequences are returned as ``"frames"`` (float16). ``"auto"`` (default) keeps the
+        middle layer ``n_layers // 2 + 1`` (layer 4 of base's 0..6, 3 of tiny.en's 0..4): the sequence heads
+        (ser_whisper, attn_pool, qkv_pool) read it, and intermediate layers matched or beat the last one in
+        the attentive-pooling study and in our pooled probes. ``None`` stores no frames.
     device : str, optional
         ``"auto"`` (default), ``"cpu"``, ``"cuda"``.
     precision : str, optional
@@ -238,7 +241,7 @@ class WhisperExtractor(Extractor):
         *,
         weights: str | os.PathLike | None = None,
         mode: str = "trimmed",
-        frame_layers: Sequence[int] | None = None,
+        frame_layers: Sequence[int] | str | None = "auto",
         device: str = "auto",
         precision: str = "auto",
         batch_size: int | None = None,
@@ -269,6 +272,10 @@ class WhisperExtractor(Extractor):
         self._max_positions = int(cfg.max_source_positions)
         self.n_layers = int(cfg.encoder_layers) + 1
         self.default_layers = DEFAULT_LAYERS.get(size) if weights is None else None
+        if isinstance(frame_layers, str):
+            if frame_layers != "auto":
+                raise ParameterError(f"frame_layers must be 'auto', None or layer indices, got {frame_layers!r}")
+            frame_layers = (self.n_layers // 2 + 1,)
         if frame_layers is not None:
             frame_layers = tuple(int(i) for i in frame_layers)
             bad = [i for i in frame_layers if not 0 <= i < self.n_layers]
@@ -283,13 +290,32 @@ class WhisperExtractor(Extractor):
 
     # ---- identity
     def params(self) -> dict[str, Any]:
-        """Size, weights label and hash, input mode, frame layers."""
-        return {
+        """Size, weights label and hash, input mode, frame layers, and the arithmetic precision if not fp32.
+
+        Half-precision GPU outputs differ from float32 ones by up to a few percent of a layer's range, so a
+        bf16/fp16 run gets its own cache entry instead of silently mixing with float32 rows.
+        """
+        out: dict[str, Any] = {
             "size": self.size,
             **self.weights.identity(),
             "mode": self.mode,
             "frame_layers": list(self.frame_layers) if self.frame_layers else None,
         }
+        precision = self.effective_precision()
+        if precision != "float32":
+            out["precision"] = precision
+        return out
+
+    def effective_precision(self) -> str:
+        """``"float32"`` on CPU or when asked; on CUDA with ``"auto"``, bfloat16 where supported, else float16."""
+        if self.precision != "auto":
+            return self.precision
+        device = pick_device(self.device)
+        if device.type != "cuda":
+            return "float32"
+        import torch
+
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
 
     @property
     def dim(self) -> int:
