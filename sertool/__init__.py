@@ -24,7 +24,18 @@ from sertool.exceptions import (
     SertoolError,
     SplitError,
 )
-from sertool.splits import Fold, Split, check_split, make_split, split_summary
+
+_LAZY = {name: "sertool.splits" for name in ("Fold", "Split", "check_split", "make_split", "split_summary")}
+
+
+def __getattr__(name: str) -> object:
+    """Import heavy submodules (scikit-learn via splits) only when their names are used."""
+    if name in _LAZY:
+        from importlib import import_module
+
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'sertool' has no attribute {name!r}")
+
 
 __all__ = [
     "AudioError",
