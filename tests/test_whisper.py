@@ -10,13 +10,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tone
+from conftest import tone, write_audio
 from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from sertool.exceptions import ParameterError
 from sertool.features import get_extractor
-from sertool.features.whisper import WhisperExtractor, masked_mean, whisper_log_mel
+from sertool.features.whisper import (
+    N_SAMPLES,
+    WhisperExtractor,
+    masked_mean,
+    whisper_log_mel,
+    whisper_log_mel_batch,
+)
 
 SR = 16000
 
@@ -108,6 +114,58 @@ def test_log_mel_pads_past_the_clip_with_silence() -> None:
     assert np.all(mel[:, 60:] == mel[0, 399])  # 0.5 s = 50 frames; beyond: the silence value
 
 
+BATCH_LENGTHS = [100, 399, 16000, 23456, 64000, N_SAMPLES - 300, N_SAMPLES + 5000]
+
+
+@pytest.mark.parametrize("frames", ["padded30", "trimmed", "window5"])
+def test_batch_log_mel_equals_per_clip_reference(rng: np.random.Generator, frames: str) -> None:
+    """One torch.stft over a zero-padded batch gives each clip its own reference frames (what the GPU runs).
+
+    Lengths cover a clip shorter than the reflect padding, odd frame counts, 4 s, a clip whose 30 s input
+    reflects its own last samples, and one longer than 30 s; the batch is padded with garbage, which must
+    not leak in."""
+    ys = [(rng.normal(0, 0.1, n) * np.sin(np.arange(n) / 700)).astype(np.float32) for n in BATCH_LENGTHS]
+    audio = torch.full((len(ys), max(BATCH_LENGTHS) + 1000), 0.7)
+    for j, y in enumerate(ys):
+        audio[j, : len(y)] = torch.from_numpy(y)
+    wanted = {
+        "padded30": [3000] * len(ys),
+        "trimmed": [min(3000, 2 * valid_frames(n)) for n in BATCH_LENGTHS],
+        "window5": [500] * len(ys),
+    }[frames]
+    out = whisper_log_mel_batch(audio, BATCH_LENGTHS, wanted).numpy()
+    assert out.shape == (len(ys), 80, max(wanted)) and out.dtype == np.float32
+    for j, y in enumerate(ys):
+        np.testing.assert_allclose(out[j, :, : wanted[j]], whisper_log_mel(y, wanted[j]), atol=1e-4)
+        assert not out[j, :, wanted[j] :].any()  # batch padding is zeros for the encoder
+    ref = WhisperFeatureExtractor()(ys[2], sampling_rate=SR, return_tensors="np").input_features[0]
+    np.testing.assert_allclose(out[2, :, : wanted[2]], ref[:, : wanted[2]], atol=1e-4)
+
+
+def test_cpu_mel_path_equals_batch_mel_path(tiny_dir, signals, tmp_path) -> None:
+    ex = extractor(tiny_dir, tmp_path, batch_size=4)
+    new = ex.extract_batch(signals)
+    ex._mel_on_cpu = True
+    for a, b in zip(new, ex.extract_batch(signals), strict=True):
+        np.testing.assert_allclose(a["pooled"], b["pooled"], atol=1e-5)
+
+
+def test_extract_files_decodes_in_threads_and_reports_bad_files(tiny_dir, signals, tmp_path) -> None:
+    paths = [write_audio(tmp_path / f"c{i}.flac", y) for i, y in enumerate(signals)]
+    bad = tmp_path / "bad.flac"
+    bad.write_bytes(b"not audio")
+    files = [paths[2], bad, paths[0], paths[3], paths[1]]
+    ex = extractor(tiny_dir, tmp_path, batch_size=2)
+    outs, errors = ex.extract_files(files, threads=3, chunk=2)
+    assert [e[0] for e in errors] == [str(bad)] and "unreadable" in errors[0][1]
+    assert outs[1] is None
+    direct = ex.extract_batch([signals[i] for i in (2, 0, 3, 1)])
+    for out, ref in zip([o for o in outs if o is not None], direct, strict=True):
+        np.testing.assert_allclose(out["pooled"], ref["pooled"], atol=1e-4)  # FLAC is 16-bit
+    with pytest.raises(ParameterError, match="threads"):
+        ex.extract_files(files, threads=0)
+
+
 # ------------------------------------------------------------------------------------------ parity vs HF
 def test_padded30_matches_transformers_encoder(tiny_dir, hf_encoder, signals, tmp_path) -> None:
     ex = extractor(tiny_dir, tmp_path, mode="padded30")
@@ -168,7 +226,7 @@ def test_gpu_length_buckets_do_not_change_outputs(tiny_dir, signals, tmp_path) -
 def test_frames_output(tiny_dir, signals, tmp_path) -> None:
     ex = extractor(tiny_dir, tmp_path, frame_layers=[0, 2])
     assert ex.outputs() == ("pooled", "frames")
-    assert extractor(tiny_dir, tmp_path).outputs() == ("pooled",)
+    assert extractor(tiny_dir, tmp_path, frame_layers=None).outputs() == ("pooled",)
     outs = ex.extract_batch(signals)
     for y, out in zip(signals, outs, strict=True):
         frames = out["frames"]

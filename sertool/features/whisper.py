@@ -21,7 +21,11 @@ Input modes (``mode``, part of the identity):
 
 In every mode the log-mel spectrogram is exactly Whisper's (``WhisperFeatureExtractor``: 25 ms Hann STFT,
 10 ms hop, Slaney mel filters, ``log10``, clamp to ``max - 8``, ``(x + 4) / 4``) of the clip padded with
-zeros, so the trimmed and window inputs equal the first frames of the ``padded30`` input.
+zeros, so the trimmed and window inputs equal the first frames of the ``padded30`` input. The extractor
+computes it for a whole batch on the model's device (:func:`whisper_log_mel_batch`, one ``torch.stft``; equal
+to the per-clip :func:`whisper_log_mel` to float rounding): on a GPU the per-clip numpy log-mel was the limit
+(~1000 clips/s). :meth:`WhisperExtractor.extract_files` also decodes files in a thread pool while the
+encoder runs. Measured on an H100: ``benchmarks/results/whisper_gpu.md``.
 
 Weights: ``tiny.en`` and ``base`` ship offline (see :mod:`sertool.features.weights`); other sizes need
 ``weights=<local folder or hub id>``. The weights' label and SHA-256 are part of :meth:`params`. Device
@@ -34,13 +38,16 @@ import logging
 import math
 import os
 import re
+from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
 
-from sertool.exceptions import ParameterError
+from sertool.data.audio import load_audio
+from sertool.exceptions import AudioError, ParameterError
 from sertool.features.base import Extractor, register_extractor
 from sertool.features.weights import BUILTIN_WEIGHTS, ResolvedWeights, load_whisper_encoder, resolve
 
@@ -53,6 +60,7 @@ __all__ = [
     "masked_mean",
     "pick_device",
     "whisper_log_mel",
+    "whisper_log_mel_batch",
 ]
 
 log = logging.getLogger(__name__)
@@ -65,6 +73,8 @@ N_SAMPLES = 30 * SR
 N_FRAMES = N_SAMPLES // HOP
 
 MODES = ("trimmed", "padded30", "window<seconds>")
+#: Clips per forward pass on CUDA when ``batch_size`` is not given.
+DEFAULT_CUDA_BATCH = 128
 
 #: Layers a plain ``whisper-<size>`` view uses (``None``: all layers concatenated). To be set from
 #: RAVDESS/TESS measurements. RAVDESS, whisper-base, trimmed, linear probe, speaker-independent 6-fold, mean
@@ -187,6 +197,81 @@ def whisper_log_mel(y: np.ndarray, n_frames: int = N_FRAMES, *, n_mels: int = 80
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
+def whisper_log_mel_batch(
+    audio: Any, lengths: Sequence[int], n_frames: Sequence[int], *, n_mels: int = 80
+) -> Any:
+    """:func:`whisper_log_mel` of a batch of clips in one ``torch.stft`` on the audio's device (GPU or CPU).
+
+    Each clip gets exactly the reference's frames: its audio is zero-padded to the reference's length
+    ``L = ceil((n + 400) / 160) * 160`` (30 s for long clips) and reflect-padded by ``n_fft / 2`` at both ends
+    (``torch.stft(center=True)``) before the batch is zero-padded, and the clamp maximum is taken over that
+    clip's ``L / 160`` frames only. Frames past them are the silence value, as in the reference.
+
+    Parameters
+    ----------
+    audio : torch.Tensor, float32, shape (B, n_max)
+        Clips padded to a common length (samples past ``lengths[b]`` are ignored).
+    lengths : sequence of int, shape (B,)
+        Samples per clip (clips are cropped to 30 s).
+    n_frames : sequence of int, shape (B,)
+        Frames wanted per clip; the output has ``T = max(n_frames)`` frames and frames past ``n_frames[b]``
+        are zeros (batch padding for the encoder).
+    n_mels : int, optional
+        80, or 128 for large-v3.
+
+    Returns
+    -------
+    torch.Tensor, float32, shape (B, n_mels, T), on ``audio.device``
+    """
+    import torch
+
+    dev = audio.device
+    n = [min(int(k), N_SAMPLES) for k in lengths]
+    ref_len = [N_SAMPLES if k + N_FFT > N_SAMPLES else -(-(k + N_FFT) // HOP) * HOP for k in n]
+    n_valid = torch.tensor([k // HOP for k in ref_len], device=dev)
+    fc = max(ref_len) // HOP  # frames computed: every frame of the longest reference input
+    width = (fc - 1) * HOP + N_FFT  # padded samples those frames read (center=False)
+    half = N_FFT // 2
+    x = audio[:, : width - half].float()
+    x = torch.nn.functional.pad(x, (0, width - half - x.shape[1]))
+    inside = torch.arange(x.shape[1], device=dev)[None, :] < torch.tensor(n, device=dev)[:, None]
+    x = x.masked_fill(~inside, 0.0)  # zeros past each clip (and past 30 s), whatever the caller padded with
+    z = torch.cat([x[:, 1 : half + 1].flip(-1), x], dim=1)  # reflect padding at the start
+    for b, length in enumerate(ref_len):  # reflect padding at the end of a 30 s input reads the clip itself
+        extra = width - (length + half)
+        if extra > 0 and length == N_SAMPLES:
+            z[b, length + half :] = x[b, length - 1 - extra : length - 1].flip(-1)
+    window = torch.hann_window(N_FFT, device=dev)
+    stft = torch.stft(z, N_FFT, HOP, window=window, center=False, return_complex=True)
+    power = stft.abs() ** 2
+    filters = _mel_filters_torch(n_mels, dev)
+    logm = torch.clamp(filters @ power, min=1e-10).log10()  # (B, n_mels, fc)
+    valid = torch.arange(fc, device=dev)[None, :] < n_valid[:, None]
+    top = logm.masked_fill(~valid[:, None, :], float("-inf")).amax(dim=(1, 2))
+    logm = (torch.maximum(logm, (top - 8.0)[:, None, None]) + 4.0) / 4.0
+    t_out = max(int(f) for f in n_frames)
+    if fc < t_out:  # silence frames of the zero padding
+        fill = (torch.clamp(top - 8.0, min=-10.0) + 4.0) / 4.0
+        logm = torch.cat([logm, fill[:, None, None].expand(-1, logm.shape[1], t_out - fc)], dim=2)
+    logm = logm[:, :, :t_out]
+    wanted = torch.tensor([int(f) for f in n_frames], device=dev)
+    keep = torch.arange(t_out, device=dev)[None, :] < wanted[:, None]
+    return logm.masked_fill(~keep[:, None, :], 0.0)
+
+
+_FILTERS_T: dict[tuple[int, str], Any] = {}
+
+
+def _mel_filters_torch(n_mels: int, device: Any) -> Any:
+    """Whisper's mel filters as a torch tensor on ``device``, shape (n_mels, 201)."""
+    import torch
+
+    key = (n_mels, str(device))
+    if key not in _FILTERS_T:
+        _FILTERS_T[key] = torch.from_numpy(_mel_filters(n_mels).T.copy()).to(device)
+    return _FILTERS_T[key]
+
+
 def _parse_mode(mode: str) -> tuple[str, float | None]:
     """``"trimmed"`` / ``"padded30"`` / ``"window8"`` (also ``"window=8"``, ``"window8.5"``) -> (canonical, s)."""
     text = str(mode).strip().lower()
@@ -225,7 +310,7 @@ class WhisperExtractor(Extractor):
     precision : str, optional
         ``"auto"`` (bf16/fp16 autocast on CUDA, float32 on CPU), ``"float32"``, ``"bfloat16"``, ``"float16"``.
     batch_size : int, optional
-        Clips per forward pass (default 8 on CPU, 32 on CUDA).
+        Clips per forward pass (default 8 on CPU, ``DEFAULT_CUDA_BATCH`` = 128 on CUDA).
     cache : path-like, optional
         Cache root for converted weights (default ``$SERTOOL_CACHE`` or ``~/.cache/sertool``).
     """
@@ -274,7 +359,9 @@ class WhisperExtractor(Extractor):
         self.default_layers = DEFAULT_LAYERS.get(size) if weights is None else None
         if isinstance(frame_layers, str):
             if frame_layers != "auto":
-                raise ParameterError(f"frame_layers must be 'auto', None or layer indices, got {frame_layers!r}")
+                raise ParameterError(
+                    f"frame_layers must be 'auto', None or layer indices, got {frame_layers!r}"
+                )
             frame_layers = (self.n_layers // 2 + 1,)
         if frame_layers is not None:
             frame_layers = tuple(int(i) for i in frame_layers)
@@ -287,6 +374,7 @@ class WhisperExtractor(Extractor):
         self._encoder: Any = None
         self._device: Any = None
         self._bucket = 0
+        self._mel_on_cpu = False
 
     # ---- identity
     def params(self) -> dict[str, Any]:
@@ -389,6 +477,99 @@ class WhisperExtractor(Extractor):
         states[-1] = enc.layer_norm(x)
         return states
 
+    def _batch_mel(self, clips: Sequence[np.ndarray], n_frames: Sequence[int], t_in: int) -> Any:
+        """Encoder input of one batch: (B, n_mels, t_in) float32 on the model's device, zeros past each clip.
+
+        The log-mel is computed on the model's device (:func:`whisper_log_mel_batch`); only the raw audio
+        crosses the bus (from pinned memory on CUDA). ``_mel_on_cpu = True`` restores the per-clip numpy
+        path (kept for the benchmark's same-run comparison).
+        """
+        import torch
+
+        dev = self._device
+        if self._mel_on_cpu:
+            mel = np.zeros((len(clips), self._n_mels, t_in), dtype=np.float32)
+            for j, y in enumerate(clips):
+                mel[j, :, : n_frames[j]] = whisper_log_mel(y, n_frames[j], n_mels=self._n_mels)
+            return torch.from_numpy(mel).to(dev)
+        n = [min(len(y), N_SAMPLES) for y in clips]
+        buf = torch.empty((len(clips), max(n)), dtype=torch.float32, pin_memory=dev.type == "cuda")
+        arr = buf.numpy()
+        for j, y in enumerate(clips):
+            arr[j, : n[j]] = y[: n[j]]
+            arr[j, n[j] :] = 0.0
+        mel = whisper_log_mel_batch(buf.to(dev, non_blocking=True), n, n_frames, n_mels=self._n_mels)
+        if mel.shape[-1] < t_in:  # GPU length bucket: zero frames, masked out of attention
+            mel = torch.nn.functional.pad(mel, (0, t_in - mel.shape[-1]))
+        return mel
+
+    def extract_files(
+        self,
+        paths: Sequence[str | os.PathLike],
+        *,
+        threads: int = 8,
+        chunk: int | None = None,
+        min_duration: float = 0.0,
+    ) -> tuple[list[dict[str, np.ndarray] | None], list[tuple[str, str]]]:
+        """Features of audio files: decoding in a thread pool overlaps the encoder's work.
+
+        Files are read (:func:`sertool.data.audio.load_audio`, 16 kHz mono) ``threads`` at a time, in
+        chunks of ``chunk`` clips, up to two chunks ahead of the one being encoded; each chunk goes through
+        :meth:`extract_batch`. Pass paths sorted by duration for the tightest batches.
+
+        Parameters
+        ----------
+        paths : sequence of path-like
+            Audio files.
+        threads : int, optional
+            Decoding threads (libsndfile and soxr release the GIL).
+        chunk : int, optional
+            Clips per chunk (default: 2 batches).
+        min_duration : float, optional
+            As in :func:`~sertool.data.audio.load_audio`.
+
+        Returns
+        -------
+        outputs : list of dict or None
+            Per path, in input order, what :meth:`extract_batch` returns; None for files that failed.
+        errors : list of (path, reason)
+            Files that could not be used (unreadable, empty, all-zero, too short).
+        """
+        if not isinstance(threads, int) or threads < 1:
+            raise ParameterError(f"threads must be a positive integer, got {threads!r}")
+        self._load()
+        bs = self.batch_size or (DEFAULT_CUDA_BATCH if self._device.type == "cuda" else 8)
+        chunk = chunk or 2 * bs
+        if not isinstance(chunk, int) or chunk < 1:
+            raise ParameterError(f"chunk must be a positive integer, got {chunk!r}")
+        names = [str(p) for p in paths]
+
+        def read(path: str) -> np.ndarray | AudioError:
+            try:
+                return load_audio(path, sr=SR, min_duration=min_duration)
+            except AudioError as err:
+                return err
+
+        outputs: list[dict[str, np.ndarray] | None] = [None] * len(names)
+        errors: list[tuple[str, str]] = []
+        spans = [range(s, min(s + chunk, len(names))) for s in range(0, len(names), chunk)]
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sertool-whisper-io") as pool:
+            pending: deque[tuple[range, list[Future]]] = deque()
+            for span in spans[:2]:
+                pending.append((span, [pool.submit(read, names[i]) for i in span]))
+            nxt = len(pending)
+            while pending:
+                span, futures = pending.popleft()
+                got = [f.result() for f in futures]
+                if nxt < len(spans):
+                    pending.append((spans[nxt], [pool.submit(read, names[i]) for i in spans[nxt]]))
+                    nxt += 1
+                ok = [(i, y) for i, y in zip(span, got, strict=True) if isinstance(y, np.ndarray)]
+                errors.extend((e.path, e.reason) for e in got if isinstance(e, AudioError))
+                for (i, _), out in zip(ok, self.extract_batch([y for _, y in ok]), strict=True):
+                    outputs[i] = out
+        return outputs, errors
+
     # ---- extraction
     def extract(self, y: np.ndarray) -> dict[str, np.ndarray]:
         """Features of one clip: ``"pooled"`` (n_layers, dim) float32 [+ ``"frames"``]."""
@@ -416,7 +597,8 @@ class WhisperExtractor(Extractor):
             if len(y) > N_SAMPLES:
                 log.warning("signal %d is %.1f s long: Whisper sees its first 30 s only", i, len(y) / SR)
         self._load()
-        bs = self.batch_size or (32 if self._device.type == "cuda" else 8)
+        cuda = self._device.type == "cuda"
+        bs = self.batch_size or (DEFAULT_CUDA_BATCH if cuda else 8)
         order = sorted(range(len(signals)), key=lambda i: len(signals[i]))
         results: list[dict[str, np.ndarray] | None] = [None] * len(signals)
         for start in range(0, len(order), bs):
@@ -425,22 +607,21 @@ class WhisperExtractor(Extractor):
             t_in = max(f[0] for f in frames)
             if self.mode == "trimmed" and self._bucket:
                 t_in = min(2 * self._max_positions, -(-t_in // self._bucket) * self._bucket)
-            mel = np.zeros((len(idx), self._n_mels, t_in), dtype=np.float32)
-            for j, i in enumerate(idx):
-                mel[j, :, : frames[j][0]] = whisper_log_mel(signals[i], frames[j][0], n_mels=self._n_mels)
-            valid = torch.tensor([f[1] for f in frames], device=self._device)
-            masked = self.mode == "trimmed"
-            with torch.inference_mode(), autocast_for(self._device, self.precision):
-                states = self.encode(torch.from_numpy(mel).to(self._device), valid if masked else None)
-                pooled = torch.stack([masked_mean(h, valid) for h in states], dim=1).cpu().numpy()
-                sel = None
-                if self.frame_layers:
-                    sel = (
-                        torch.stack([states[k] for k in self.frame_layers], dim=1)
-                        .to(torch.float16)
-                        .cpu()
-                        .numpy()
-                    )
+            with torch.inference_mode():
+                mel = self._batch_mel([signals[i] for i in idx], [f[0] for f in frames], t_in)
+                valid = torch.tensor([f[1] for f in frames], device=self._device)
+                masked = self.mode == "trimmed"
+                with autocast_for(self._device, self.precision):
+                    states = self.encode(mel, valid if masked else None)
+                    pooled = torch.stack([masked_mean(h, valid) for h in states], dim=1).cpu().numpy()
+                    sel = None
+                    if self.frame_layers:
+                        sel = (
+                            torch.stack([states[k] for k in self.frame_layers], dim=1)
+                            .to(torch.float16)
+                            .cpu()
+                            .numpy()
+                        )
             for j, i in enumerate(idx):
                 out = {"pooled": np.ascontiguousarray(pooled[j], dtype=np.float32)}
                 if sel is not None:
