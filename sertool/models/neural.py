@@ -34,11 +34,12 @@ Class weighting: every head accepts ``sample_weight`` in ``fit`` (the registry d
 Defaults are sized for whisper-base (pooled d = 512; frames T <= 300, F = 512) and ~1400 training clips, and
 are chosen to converge on CPU within the default ``max_epochs``:
 
-* ``ser_whisper``: the SER-Whisper recipe is Adam with lr 2.5e-5 and a per-epoch decay. The paper's exact
-  decay could not be looked up offline, so an exponential decay of 0.98 per epoch is used. With lr 2.5e-5 a
-  freshly initialised 2-layer encoder barely moves in 60 CPU epochs (see ``benchmarks/`` notes in the
-  report), so the default is ``lr=2e-4`` (Adam, decay 0.98, gradient clipping 1.0); set ``lr=2.5e-5`` to
-  reproduce the paper's setting. Frames are standardised with training statistics (Whisper frames have a
+* ``ser_whisper``: the SER-Whisper recipe: Adam, lr 2.5e-5, decayed per epoch. The paper's exact decay could
+  not be looked up offline, so an exponential decay of 0.98 per epoch is used, with gradient-norm clipping at
+  1.0. Measured on a whisper-like synthetic problem (1440 clips, F = 512, T 120..250, 8 classes, 16/4/4
+  speakers for train/valid/test; ``out/`` bench run on an H100, batch 32): lr 2.5e-5 reaches validation UA
+  0.997 after 5 epochs and 1.0 after 10 (lr 2e-4: 1.0 after 5), so the paper's lr is kept as the default; one
+  epoch takes ~0.7 s on the GPU. Frames are standardised with training statistics (Whisper frames have a
   few very large dimensions).
 * the attention-pooling heads follow "SER leveraging Whisper representations and attentive pooling"
   (Shendabadi et al., 2026): utterance vector of 256 dimensions before the classifier.
@@ -159,7 +160,7 @@ class MLPHead(TorchClassifier):
         max_grad_norm: float | None = 5.0,
         patience: int | None = 15,
         monitor: str = "ua",
-        class_weight: str | None = None,
+        class_weight: str | dict | None = None,
         standardize: bool = True,
         device: str = "auto",
         seed: int = 0,
@@ -278,7 +279,7 @@ class CNN1DClassifier(TorchClassifier):
         max_grad_norm: float | None = 5.0,
         patience: int | None = 15,
         monitor: str = "ua",
-        class_weight: str | None = None,
+        class_weight: str | dict | None = None,
         standardize: bool = True,
         device: str = "auto",
         seed: int = 0,
@@ -402,14 +403,14 @@ class SERWhisperClassifier(TorchClassifier):
         dropout: float = 0.1,
         max_epochs: int = 60,
         batch_size: int = 32,
-        lr: float = 2e-4,
+        lr: float = 2.5e-5,
         lr_decay: float = 0.98,
         weight_decay: float = 0.0,
         optimizer: str = "adam",
         max_grad_norm: float | None = 1.0,
         patience: int | None = 10,
         monitor: str = "ua",
-        class_weight: str | None = None,
+        class_weight: str | dict | None = None,
         standardize: bool = True,
         bucket_by_length: bool = False,
         device: str = "auto",
@@ -528,7 +529,7 @@ class AttnPoolClassifier(TorchClassifier):
         max_grad_norm: float | None = 5.0,
         patience: int | None = 10,
         monitor: str = "ua",
-        class_weight: str | None = None,
+        class_weight: str | dict | None = None,
         standardize: bool = True,
         bucket_by_length: bool = False,
         device: str = "auto",
@@ -641,7 +642,7 @@ class QKVPoolClassifier(TorchClassifier):
         max_grad_norm: float | None = 5.0,
         patience: int | None = 10,
         monitor: str = "ua",
-        class_weight: str | None = None,
+        class_weight: str | dict | None = None,
         standardize: bool = True,
         bucket_by_length: bool = False,
         device: str = "auto",
@@ -806,7 +807,7 @@ class CNNTransformerClassifier(TorchClassifier):
         max_grad_norm: float | None = 5.0,
         patience: int | None = 15,
         monitor: str = "ua",
-        class_weight: str | None = None,
+        class_weight: str | dict | None = None,
         standardize: bool = True,
         bucket_by_length: bool = False,
         device: str = "auto",
@@ -897,7 +898,7 @@ HEADS: dict[str, tuple[type[TorchClassifier], str, bool, str, dict[str, list[Any
         "frames",
         True,
         "2 transformer encoder layers over frozen Whisper frames, masked mean pooling, linear",
-        {"lr": [2e-4, 5e-5], "d_model": [None, 256]},
+        {"lr": [2.5e-5, 2e-4], "d_model": [None, 256]},
     ),
     "attn_pool": (
         AttnPoolClassifier,

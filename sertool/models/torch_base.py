@@ -32,7 +32,7 @@ What the base class provides
   first layer of ``module_`` so the fitted module is self-contained.
 * **Class weighting.** The loss of each sample is multiplied by its weight. ``sample_weight`` (what the
   runner passes, e.g. balanced weights computed once centrally) and ``class_weight="balanced"`` (weights
-  ``n / (k * n_c)`` computed here) multiply; use one of the two, not both. Weights are normalised to mean 1
+  ``n / (k * n_c)`` computed here; a dict label -> weight also works) multiply; use one of the two, not both. Weights are normalised to mean 1
   over the training set, so the learning rate means the same with and without weights.
 * **Early stopping.** Only when ``X_valid``/``y_valid`` are given (the fold's speaker-disjoint validation
   part; never the test part, and nothing is ever carved out of ``X``). After each epoch the validation UA
