@@ -218,14 +218,17 @@ def cmd_features(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     """Train and score every model on every feature view and fold of one saved split."""
     from sertool.bench.runner import run_bench
+    from sertool.models.registry import resolve_models
     from sertool.splits import make_split
 
+    models_arg: Any = args.models if args.models in ("all", "classic", "neural") else args.models.split(",")
+    resolve_models(models_arg)  # fail on a misspelt model before scanning the corpus
     built = _manifest_from_args(args)
     manifest = _schemed(built.manifest, args.scheme)
-    params = json.loads(args.split_params) if args.split_params else {}
+    params = _json_arg(args.split_params, "--split-params")
     split = make_split(manifest, args.split, seed=args.seed, valid_fraction=args.valid_fraction, **params)
     features = [f.strip() for f in args.features.split(",") if f.strip()]
-    models: Any = args.models if args.models in ("all", "classic", "neural") else args.models.split(",")
+    models = models_arg
     from tqdm import tqdm
 
     bar = tqdm(desc="bench", unit="unit", disable=not sys.stderr.isatty())
@@ -422,10 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _apply_config(
-    parser: argparse.ArgumentParser, argv: Sequence[str] | None, path: Path
-) -> argparse.Namespace:
-    """Re-parse with a TOML benchmark definition as defaults (command-line flags win)."""
+def _apply_config(parser: argparse.ArgumentParser, path: Path) -> None:
+    """Make a TOML benchmark definition the defaults of ``bench`` (command-line flags win)."""
     import tomllib
 
     try:
@@ -439,7 +440,10 @@ def _apply_config(
             value = ",".join(map(str, value))
         if key == "split_params" and isinstance(value, dict):
             value = json.dumps(value)
-        if key in ("root", "results", "cache"):
+        if key in ("root", "results", "cache"):  # $VARS let one definition serve every machine
+            value = os.path.expanduser(os.path.expandvars(str(value)))
+            if "$" in value:
+                raise SertoolError(f"{path}: {key} = {value!r} names an unset environment variable")
             value = Path(value) if key != "root" else value
         flat[key] = value
     sub = parser._subparsers._group_actions[0].choices["bench"]

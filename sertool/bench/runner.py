@@ -240,6 +240,10 @@ def run_bench(
     )
     from sertool.splits import check_split
 
+    resolve_models(models)  # unknown names fail here, before any extraction or training
+    views = [parse_view(spec) for spec in features]
+    if not views:
+        raise ParameterError("features must name at least one feature view")
     check_split(split, manifest)
     store = cache if isinstance(cache, FeatureStore) else FeatureStore(cache or default_cache_dir())
     base = split_dir(results_dir, manifest, split)
