@@ -201,14 +201,17 @@ def throughput(args: argparse.Namespace) -> dict:
                 res["parity"] = parity(paths, ex)
                 print(json.dumps(res["parity"]), flush=True)
             enc = encoder_only(ex, clip, bs, args.reps)
-            ex.extract_files(paths[:512], threads=args.threads)  # warm-up: kernels, allocator, pinned buffers
-            wall = timed(lambda ex=ex: ex.extract_files(paths, threads=args.threads))
+            io = {"threads": args.threads, "processes": args.processes}
+            ex.extract_files(paths[:512], **io)  # warm-up: kernels, allocator, pinned buffers, workers
+            wall = timed(lambda ex=ex, io=io: ex.extract_files(paths, **io))
             res["encoder_only"][f"{mode}/b{bs}"] = enc
             res["end_to_end"][f"{mode}/b{bs}"] = len(paths) / wall
             print(
                 f"{mode:<9} batch {bs:>4}: encoder only {enc:8.0f} clips/s, end to end {len(paths) / wall:7.0f} clips/s",
                 flush=True,
             )
+    if args.no_references:
+        return res
     # same-run references, trimmed at the first batch size
     ex = WhisperExtractor(
         "base", weights=args.weights, mode="trimmed", batch_size=sizes[0], device=args.device
@@ -225,6 +228,11 @@ def throughput(args: argparse.Namespace) -> dict:
     extra["trimmed_no_frames_output"] = len(paths) / timed(
         lambda: nf.extract_files(paths, threads=args.threads)
     )
+    for procs in (8, 14):
+        ex.extract_files(paths[:512], processes=procs)  # start the worker processes
+        extra[f"trimmed_{procs}_processes"] = len(paths) / timed(
+            lambda p=procs: ex.extract_files(paths, processes=p)
+        )
     for threads in (4, 8):
         extra[f"trimmed_{threads}_threads"] = len(paths) / timed(
             lambda t=threads: ex.extract_files(paths, threads=t)
@@ -350,6 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--modes", default="trimmed,window8,padded30")
     t.add_argument("--batch-sizes", default="128,256")
     t.add_argument("--reps", type=int, default=20)
+    t.add_argument("--processes", type=int, default=0, help="decoding processes (0: threads)")
+    t.add_argument("--no-references", action="store_true", help="skip the same-run reference variants")
     f = sub.add_parser("features")
     f.add_argument("--root", type=Path, required=True)
     f.add_argument("--modes", default="trimmed,padded30")

@@ -162,6 +162,12 @@ def test_extract_files_decodes_in_threads_and_reports_bad_files(tiny_dir, signal
     direct = ex.extract_batch([signals[i] for i in (2, 0, 3, 1)])
     for out, ref in zip([o for o in outs if o is not None], direct, strict=True):
         np.testing.assert_allclose(out["pooled"], ref["pooled"], atol=1e-4)  # FLAC is 16-bit
+    procs, perrors = ex.extract_files(files, processes=2, chunk=3)  # decoding in worker processes
+    assert perrors == errors and procs[1] is None
+    for a, b in zip(outs, procs, strict=True):
+        if a is not None:
+            np.testing.assert_allclose(a["pooled"], b["pooled"], atol=1e-5)
+    assert pickle.loads(pickle.dumps(ex)).key == ex.key  # the process pool is not pickled
     with pytest.raises(ParameterError, match="threads"):
         ex.extract_files(files, threads=0)
 

@@ -36,11 +36,12 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
 import os
 import re
 from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import nullcontext
 from typing import Any
 
@@ -79,7 +80,9 @@ DEFAULT_CUDA_BATCH = 128
 #: Layers a plain ``whisper-<size>`` view uses (``None``: all layers concatenated). To be set from
 #: RAVDESS/TESS measurements. RAVDESS, whisper-base, trimmed, linear probe, speaker-independent 6-fold, mean
 #: of 3 fold permutations (benchmarks/bench_whisper.py --probe): UA 72.7 (layer 3), 72.6 (5), 75.0 (3-5),
-#: 75.3 (2-6), 75.5 (all 7); padded30: 72.9, 73.3, 74.7, 75.8, 75.2.
+#: 75.3 (2-6), 75.5 (all 7); padded30: 72.9, 73.3, 74.7, 75.8, 75.2. TESS, train on one speaker / test on
+#: the other (benchmarks/results/whisper_modes.md): trimmed L2 70.1, L4 66.9, 3-5 69.8, all 67.7; padded30
+#: L4 72.6, 3-5 72.2, all 68.6 (speaker-dependent 5-fold: ~100 for every layer from L1, both modes).
 DEFAULT_LAYERS: dict[str, tuple[int, ...] | None] = {"tiny.en": None, "base": None}
 
 
@@ -272,6 +275,17 @@ def _mel_filters_torch(n_mels: int, device: Any) -> Any:
     return _FILTERS_T[key]
 
 
+def _read_many(paths: Sequence[str], min_duration: float) -> list[np.ndarray | tuple[str, str]]:
+    """Decode files (16 kHz mono float32); a file that cannot be used gives ``(path, reason)``."""
+    out: list[np.ndarray | tuple[str, str]] = []
+    for path in paths:
+        try:
+            out.append(load_audio(path, sr=SR, min_duration=min_duration))
+        except AudioError as err:
+            out.append((err.path, err.reason))
+    return out
+
+
 def _parse_mode(mode: str) -> tuple[str, float | None]:
     """``"trimmed"`` / ``"padded30"`` / ``"window8"`` (also ``"window=8"``, ``"window8.5"``) -> (canonical, s)."""
     text = str(mode).strip().lower()
@@ -375,6 +389,7 @@ class WhisperExtractor(Extractor):
         self._device: Any = None
         self._bucket = 0
         self._mel_on_cpu = False
+        self._procs: tuple[int, ProcessPoolExecutor] | None = None
 
     # ---- identity
     def params(self) -> dict[str, Any]:
@@ -417,7 +432,7 @@ class WhisperExtractor(Extractor):
     def __getstate__(self) -> dict[str, Any]:
         """Pickle without the loaded model (it is reloaded lazily)."""
         state = self.__dict__.copy()
-        state["_encoder"] = state["_device"] = None
+        state["_encoder"] = state["_device"] = state["_procs"] = None
         return state
 
     # ---- model
@@ -508,21 +523,26 @@ class WhisperExtractor(Extractor):
         paths: Sequence[str | os.PathLike],
         *,
         threads: int = 8,
+        processes: int = 0,
         chunk: int | None = None,
         min_duration: float = 0.0,
     ) -> tuple[list[dict[str, np.ndarray] | None], list[tuple[str, str]]]:
-        """Features of audio files: decoding in a thread pool overlaps the encoder's work.
+        """Features of audio files: decoding runs in parallel with the encoder's work.
 
-        Files are read (:func:`sertool.data.audio.load_audio`, 16 kHz mono) ``threads`` at a time, in
-        chunks of ``chunk`` clips, up to two chunks ahead of the one being encoded; each chunk goes through
-        :meth:`extract_batch`. Pass paths sorted by duration for the tightest batches.
+        Files are read (:func:`sertool.data.audio.load_audio`, 16 kHz mono) in chunks of ``chunk`` clips, up to
+        two chunks ahead of the one being encoded; each chunk goes through :meth:`extract_batch`. Decoding runs
+        in ``threads`` threads, or with ``processes > 0`` in that many worker processes (kept for later calls):
+        threads share the GIL with the thread that feeds the GPU, which limits a fast GPU (measured on an
+        H100: ``benchmarks/results/whisper_gpu.md``). Pass paths sorted by duration for the tightest batches.
 
         Parameters
         ----------
         paths : sequence of path-like
             Audio files.
         threads : int, optional
-            Decoding threads (libsndfile and soxr release the GIL).
+            Decoding threads when ``processes == 0``.
+        processes : int, optional
+            Decoding processes (0: threads).
         chunk : int, optional
             Clips per chunk (default: 2 batches).
         min_duration : float, optional
@@ -535,40 +555,56 @@ class WhisperExtractor(Extractor):
         errors : list of (path, reason)
             Files that could not be used (unreadable, empty, all-zero, too short).
         """
-        if not isinstance(threads, int) or threads < 1:
-            raise ParameterError(f"threads must be a positive integer, got {threads!r}")
+        for label, value, low in (("threads", threads, 1), ("processes", processes, 0)):
+            if not isinstance(value, int) or value < low:
+                raise ParameterError(f"{label} must be an integer >= {low}, got {value!r}")
         self._load()
         bs = self.batch_size or (DEFAULT_CUDA_BATCH if self._device.type == "cuda" else 8)
         chunk = chunk or 2 * bs
         if not isinstance(chunk, int) or chunk < 1:
             raise ParameterError(f"chunk must be a positive integer, got {chunk!r}")
         names = [str(p) for p in paths]
-
-        def read(path: str) -> np.ndarray | AudioError:
-            try:
-                return load_audio(path, sr=SR, min_duration=min_duration)
-            except AudioError as err:
-                return err
-
         outputs: list[dict[str, np.ndarray] | None] = [None] * len(names)
         errors: list[tuple[str, str]] = []
         spans = [range(s, min(s + chunk, len(names))) for s in range(0, len(names), chunk)]
-        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sertool-whisper-io") as pool:
-            pending: deque[tuple[range, list[Future]]] = deque()
-            for span in spans[:2]:
-                pending.append((span, [pool.submit(read, names[i]) for i in span]))
+        group = 16 if processes else 1  # files per task: fewer, larger messages between processes
+        threads_pool = (
+            None if processes else ThreadPoolExecutor(threads, thread_name_prefix="sertool-whisper-io")
+        )
+        pool = threads_pool or self._process_pool(processes)
+
+        def submit(span: range) -> list[Future]:
+            return [
+                pool.submit(_read_many, [names[i] for i in span[k : k + group]], min_duration)
+                for k in range(0, len(span), group)
+            ]
+
+        try:
+            pending: deque[tuple[range, list[Future]]] = deque((span, submit(span)) for span in spans[:2])
             nxt = len(pending)
             while pending:
                 span, futures = pending.popleft()
-                got = [f.result() for f in futures]
+                got = [item for f in futures for item in f.result()]
                 if nxt < len(spans):
-                    pending.append((spans[nxt], [pool.submit(read, names[i]) for i in spans[nxt]]))
+                    pending.append((spans[nxt], submit(spans[nxt])))
                     nxt += 1
                 ok = [(i, y) for i, y in zip(span, got, strict=True) if isinstance(y, np.ndarray)]
-                errors.extend((e.path, e.reason) for e in got if isinstance(e, AudioError))
+                errors.extend(e for e in got if isinstance(e, tuple))
                 for (i, _), out in zip(ok, self.extract_batch([y for _, y in ok]), strict=True):
                     outputs[i] = out
+        finally:
+            if threads_pool is not None:
+                threads_pool.shutdown(cancel_futures=True)
         return outputs, errors
+
+    def _process_pool(self, processes: int) -> ProcessPoolExecutor:
+        """Decoding processes (forkserver: this process may hold a CUDA context), kept for later calls."""
+        if self._procs is None or self._procs[0] != processes:
+            if self._procs is not None:
+                self._procs[1].shutdown()
+            context = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
+            self._procs = (processes, ProcessPoolExecutor(processes, mp_context=context))
+        return self._procs[1]
 
     # ---- extraction
     def extract(self, y: np.ndarray) -> dict[str, np.ndarray]:
@@ -616,8 +652,9 @@ class WhisperExtractor(Extractor):
                     pooled = torch.stack([masked_mean(h, valid) for h in states], dim=1).cpu().numpy()
                     sel = None
                     if self.frame_layers:
+                        t_valid = max(f[1] for f in frames)  # copy back the clips' frames, not the padding
                         sel = (
-                            torch.stack([states[k] for k in self.frame_layers], dim=1)
+                            torch.stack([states[k][:, :t_valid] for k in self.frame_layers], dim=1)
                             .to(torch.float16)
                             .cpu()
                             .numpy()
