@@ -319,3 +319,40 @@ def test_extractor_audio_errors_skip_only_that_clip(tmp_path, corpus):
     ex.nan_length = load_audio(corpus["path"].iloc[7]).shape[0]
     rep = extract_features(corpus, ex, cache=tmp_path / "cache", shard_size=8)
     assert rep.n_computed == 15 and rep.skipped == [(corpus["path"].iloc[7], "extractor refused it")]
+
+
+class _DecodedElsewhere(Extractor):
+    """An in-process extractor that asks for decoding processes (as Whisper does on CUDA)."""
+
+    name = "test-decoded"
+    parallel_processes = False
+
+    def params(self) -> dict[str, Any]:
+        return {}
+
+    @property
+    def dim(self) -> int:
+        return 2
+
+    def decode_workers(self, jobs: int) -> int:
+        return 2
+
+    def extract(self, y: np.ndarray) -> dict[str, np.ndarray]:
+        return {"pooled": np.array([y.mean(), y.std()], dtype=np.float32)}
+
+
+def test_decoding_pool_path_equals_plain_path(tmp_path, corpus, demo_root):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    manifest = corpus.copy()
+    manifest.loc[0, "path"] = str(bad / "missing.wav")  # vanished since the manifest was built
+    pooled = extract_features(manifest, _DecodedElsewhere(), cache=tmp_path / "a", jobs=2, shard_size=4)
+    assert pooled.n_computed == len(manifest) - 1
+    assert [p for p, _ in pooled.skipped] == [str(bad / "missing.wav")]
+    plain = _DecodedElsewhere()
+    plain.decode_workers = lambda jobs: 0  # type: ignore[method-assign]
+    extract_features(manifest, plain, cache=tmp_path / "b", jobs=2, shard_size=4)
+    a = FeatureStore(tmp_path / "a").load(manifest, "test-decoded", allow_missing=True)
+    b = FeatureStore(tmp_path / "b").load(manifest, "test-decoded", allow_missing=True)
+    assert a.utt_ids == b.utt_ids and len(a.utt_ids) == len(manifest) - 1
+    np.testing.assert_array_equal(a.X, b.X)

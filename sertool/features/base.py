@@ -89,6 +89,13 @@ class Extractor(ABC):
             At least ``"pooled"``: shape ``(dim,)`` or ``(n_layers, dim)``.
         """
 
+    def decode_workers(self, jobs: int) -> int:
+        """Processes that should decode audio for an in-process extractor (0: one background thread).
+
+        Extractors that run on a fast accelerator override this; CPU extractors parallelise whole shards.
+        """
+        return 0
+
     def outputs(self) -> tuple[str, ...]:
         """Names of the outputs :meth:`extract` returns (``"pooled"`` always; ``"frames"`` for sequences)."""
         return ("pooled",)

@@ -190,6 +190,45 @@ def _tasks(missing: pd.DataFrame, shard_size: int, *, longest_first: bool) -> li
     return tasks
 
 
+def _load_one(path: str, sr: int, min_duration: float) -> tuple[np.ndarray | None, tuple[str, str] | None]:
+    try:
+        return load_audio(path, sr=sr, min_duration=min_duration), None
+    except AudioError as err:
+        return None, (err.path, err.reason)
+
+
+def _in_process_decoding_pool(
+    extractor: Extractor, tasks: Sequence[_Task], min_duration: float, workers: int
+) -> Iterator[_Result]:
+    """Shards one after the other while ``workers`` processes decode the next shards' audio.
+
+    For a fast accelerator, decoding in one thread is the bottleneck (and threads contend for the GIL with
+    the thread feeding the GPU), so files are decoded in worker processes, up to two shards ahead.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    def submit(task: _Task) -> list[Any]:
+        return [pool.submit(_load_one, p, extractor.sr, min_duration) for p in task.paths]
+
+    def collect(futures: list[Any]) -> tuple[list[tuple[int, np.ndarray]], list[tuple[str, str]]]:
+        loaded, skipped = [], []
+        for i, fut in enumerate(futures):
+            y, err = fut.result()
+            if err is None:
+                loaded.append((i, y))
+            else:
+                skipped.append(err)
+        return loaded, skipped
+
+    with ProcessPoolExecutor(max_workers=workers) as pool:
+        pending = [submit(t) for t in tasks[:2]]
+        for k, task in enumerate(tasks):
+            loaded, skipped = collect(pending.pop(0))
+            if k + 2 < len(tasks):
+                pending.append(submit(tasks[k + 2]))
+            yield _extract(extractor, task, loaded, skipped)
+
+
 def _in_process(extractor: Extractor, tasks: Sequence[_Task], min_duration: float) -> Iterator[_Result]:
     """Shards one after the other; the next shard's audio is read in a thread while this one is computed."""
     if not tasks:
@@ -353,6 +392,8 @@ def extract_features(
         results = _dask(extractor, tasks, min_duration, scheduler)
     elif processes and len(tasks) > 1:
         results = _pool(extractor, tasks, min_duration, min(n_jobs, len(tasks)))
+    elif extractor.decode_workers(n_jobs) > 0 and len(tasks) > 1:
+        results = _in_process_decoding_pool(extractor, tasks, min_duration, extractor.decode_workers(n_jobs))
     else:
         results = _in_process(extractor, tasks, min_duration)
     if progress is not None and report.n_cached:
