@@ -211,3 +211,17 @@ def test_egemaps_nan_is_an_audio_error_not_a_zero():
     ex._smile = NanSmile()
     with pytest.raises(AudioError, match=r"NaN/inf for 1 functionals"):
         ex.extract(tone(1.0))
+
+
+@pytest.mark.parametrize("n", [500, 1024, 1025, 2049, 16000, 40000, 59001])
+def test_lean_stft_equals_librosa(n: int) -> None:
+    """The extractor's own STFT is bit-identical to librosa.stft(n_fft=2048, hop_length=512)."""
+    import librosa
+
+    from sertool.features.handcrafted import Handcrafted94
+
+    y = np.random.default_rng(n).normal(0, 0.1, n).astype(np.float32)
+    ref = librosa.stft(y, n_fft=2048, hop_length=512)
+    got = Handcrafted94()._stft(y)
+    assert got.dtype == ref.dtype and got.shape == ref.shape
+    np.testing.assert_array_equal(got, ref)

@@ -173,6 +173,7 @@ class Handcrafted94(Extractor):
         self._mel60 = librosa.filters.mel(sr=self.sr, n_fft=_N_FFT, n_mels=60)
         self._mel128 = librosa.filters.mel(sr=self.sr, n_fft=_N_FFT, n_mels=128)
         self._freq = _FREQS.astype(np.float32)
+        self._window = librosa.filters.get_window("hann", _N_FFT, fftbins=True)  # float64, as librosa uses it
         self._chroma_fb: dict[float, np.ndarray] = {}
 
     def params(self) -> dict[str, Any]:
@@ -184,6 +185,25 @@ class Handcrafted94(Extractor):
         """94."""
         return 94
 
+    def _stft(self, y: np.ndarray) -> np.ndarray:
+        """``librosa.stft(y, n_fft=2048, hop_length=512)`` (centred, zero padding, periodic Hann).
+
+        The same framing, window, float64 transform and complex64 result as librosa, without its
+        general-purpose block loop and copies (``test_lean_stft_equals_librosa``).
+
+        Returns
+        -------
+        np.ndarray, complex64, shape (1025, T)
+        """
+        y = np.asarray(y, dtype=np.float32)
+        if y.shape[0] <= _N_FFT // 2:  # librosa's own path handles clips shorter than half a window
+            return librosa.stft(y, n_fft=_N_FFT, hop_length=_HOP)
+        padded = np.pad(y, _N_FFT // 2)
+        frames = np.lib.stride_tricks.sliding_window_view(padded, _N_FFT)[::_HOP].T  # (n_fft, T) view
+        # librosa multiplies float32 frames by its float64 window, transforms in float64 with its FFT
+        # library (numpy.fft) along axis -2, and stores complex64: the same arithmetic, bit for bit.
+        return librosa.get_fftlib().rfft(self._window[:, None] * frames, axis=-2).astype(np.complex64)
+
     def _chroma_filters(self, tuning: float) -> np.ndarray:
         fb = self._chroma_fb.get(tuning)
         if fb is None:
@@ -194,7 +214,7 @@ class Handcrafted94(Extractor):
 
     def extract(self, y: np.ndarray) -> dict[str, np.ndarray]:
         """See :meth:`Extractor.extract`; returns ``{"pooled": (94,) float32}``."""
-        D = librosa.stft(y, n_fft=_N_FFT, hop_length=_HOP)
+        D = self._stft(y)
         mag = np.abs(D)  # (1025, T)
         power = mag**2
         tuning = estimate_tuning(power, sr=self.sr)
