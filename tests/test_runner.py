@@ -141,3 +141,15 @@ def test_frame_models_skipped_on_pooled_only_features(demo, split, tmp_path):
     statuses = {(u.model, u.status) for u in report.units}
     assert ("cnn_transformer", "skipped") in statuses
     assert report.counts["done"] == 4
+
+
+def test_tuned_entries_are_named_apart(demo, split, tmp_path):
+    plain = _run(demo, split, tmp_path, models="logreg", render=False)
+    tuned = _run(demo, split, tmp_path, models="logreg", tune=True)
+    assert {u.model for u in plain.units} == {"logreg"}
+    assert {u.model for u in tuned.units} == {"logreg+tuned"} and tuned.counts == {"done": 4}
+    base = tmp_path / "results" / "demo" / split.id
+    meta = json.loads(unit_paths(base, "handcrafted94", "logreg+tuned", 0)[0].read_text())
+    assert meta["tuned"] is True and "clf__C" in meta["best_params"]
+    board = pd.read_csv(tuned.leaderboard["csv"])
+    assert set(board["model"]) == {"logreg", "logreg+tuned"}

@@ -362,7 +362,7 @@ def _run_unit(
     fit_estimator: Any,
     get_model: Any,
 ) -> UnitResult:
-    view, name, k = feats.view, mspec.name, fold.index
+    view, name, k = feats.view, _entry_name(mspec, tune), fold.index
     jpath, ppath = unit_paths(base, view, name, k)
     if jpath.exists() and not force:
         meta = json.loads(jpath.read_text())
@@ -428,7 +428,7 @@ def _fit_score(
 ) -> UnitResult:
     from sertool.metrics import score_all
 
-    view, name, k = feats.view, mspec.name, fold.index
+    view, name, k = feats.view, _entry_name(mspec, tune), fold.index
     avail = feats.index
 
     def present(ids: Sequence[str]) -> list[str]:
@@ -445,7 +445,7 @@ def _fit_score(
     neural = mspec.family == "neural"
     fit_ids = train if neural else train + valid
     params = dict(overrides)
-    est = make_estimator(name, seed=seed, **params)
+    est = make_estimator(mspec.name, seed=seed, **params)
     if "device" in est.get_params(deep=False):
         est.set_params(device=device)
     est = clone(est)
@@ -562,6 +562,12 @@ def _tune(
     tuned = clone(est).set_params(**best)
     fit_estimator(tuned, X, y, sample_weight=_balanced(y, mspec), threads=_threads())
     return tuned, best
+
+
+def _entry_name(mspec: Any, tune: bool) -> str:
+    """The model's leaderboard name: ``svm``, or ``svm+tuned`` when its grid is searched in this run, so
+    tuned and untuned runs of one model never overwrite each other's units."""
+    return f"{mspec.name}+tuned" if tune and mspec.param_grid and mspec.family != "neural" else mspec.name
 
 
 def _threads() -> int:
