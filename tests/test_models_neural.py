@@ -25,12 +25,13 @@ from sertool.models.neural import (
     QKVPoolClassifier,
     SERWhisperClassifier,
 )
-from sertool.models.torch_base import as_sequences, pad_sequences
+from sertool.models.torch_base import as_sequences, pad_sequences, pool_frames
 
 F = 8  # frame dimension of the synthetic sequences
 LABELS = np.array(["angry", "happy", "sad"])
 
-#: tiny versions of every head (CPU, one thread, a few seconds at most); make(name, **overrides) builds one
+#: tiny versions of every head (CPU, one thread, a few seconds at most); make(name, **overrides) builds one.
+#: frame_pool=1: the synthetic motifs are 4 frames long (the real-data defaults pool frames by 4 or 8)
 SMALL = {
     "mlp_head": (MLPHead, dict(hidden=(32,), dropout=0.1, lr=3e-3, max_epochs=25)),
     "cnn1d": (
@@ -39,7 +40,7 @@ SMALL = {
     ),
     "ser_whisper": (
         SERWhisperClassifier,
-        dict(nhead=4, dim_feedforward=16, lr=3e-3, max_epochs=12, batch_size=16),
+        dict(d_model=None, nhead=4, dim_feedforward=16, lr=3e-3, max_epochs=12, batch_size=16, frame_pool=1),
     ),
     "attn_pool": (
         AttnPoolClassifier,
@@ -52,11 +53,21 @@ SMALL = {
             lr=3e-3,
             max_epochs=12,
             batch_size=16,
+            frame_pool=1,
         ),
     ),
     "qkv_pool": (
         QKVPoolClassifier,
-        dict(d_model=16, n_heads=4, hidden=(16,), dropout=0.1, lr=3e-3, max_epochs=12, batch_size=16),
+        dict(
+            d_model=16,
+            n_heads=4,
+            hidden=(16,),
+            dropout=0.1,
+            lr=3e-3,
+            max_epochs=12,
+            batch_size=16,
+            frame_pool=1,
+        ),
     ),
     "cnn_transformer": (
         CNNTransformerClassifier,
@@ -296,6 +307,30 @@ def test_as_sequences_and_padding():
         as_sequences([np.ones((2, 2)), np.ones((0, 2))])
 
 
+def test_pool_frames_and_the_frame_pool_parameter(frames_data):
+    a = np.arange(10, dtype=np.float16).reshape(5, 2)
+    (p,) = pool_frames([a], 2)
+    np.testing.assert_array_equal(p, [[1, 2], [5, 6], [8, 9]])  # last group is the single frame 4
+    assert p.dtype == np.float32
+    assert pool_frames([a], 1)[0] is a
+    # frame_pool=k on raw frames is exactly the same model as frame_pool=1 on frames pooled beforehand
+    Xtr, ytr, Xte, _ = frames_data
+    pooled = make("attn_pool", max_epochs=2, frame_pool=2).fit(Xtr, ytr).predict_proba(Xte)
+    by_hand = make("attn_pool", max_epochs=2).fit(pool_frames(Xtr, 2), ytr).predict_proba(pool_frames(Xte, 2))
+    np.testing.assert_allclose(pooled, by_hand, atol=1e-6)
+    with pytest.raises(ParameterError, match=r"frame_pool=0: expected an integer >= 1"):
+        make("qkv_pool", frame_pool=0).fit(Xtr, ytr)
+
+
+def test_cnn1d_chunks_long_vectors():
+    Xtr, ytr, Xte, yte = pooled_data()  # d = 16
+    est = make("cnn1d", max_positions=8).fit(Xtr, ytr)
+    first = est.module_.body.conv[0]
+    assert (first.kernel_size, first.stride) == ((2,), (2,))  # ceil(16 / 8) = 2 dims per position
+    assert balanced_accuracy_score(yte, est.predict(Xte)) > 0.5
+    assert make("cnn1d").fit(Xtr, ytr).module_.body.conv[0].stride == (1,)  # short input: no chunking
+
+
 def test_errors_name_the_value(frames_data):
     Xtr, ytr, Xte, _ = pooled_data()
     with pytest.raises(ParameterError, match=r"MLPHead: lr=-1: expected a number > 0"):
@@ -310,7 +345,7 @@ def test_errors_name_the_value(frames_data):
         make("mlp_head", max_epochs=1).fit(Xtr, np.full(len(ytr), "sad"))
     seqs = frames_data[0][:20]
     with pytest.raises(ParameterError, match=r"d_model=8 .* not divisible by nhead=3"):
-        SERWhisperClassifier(nhead=3, max_epochs=1).fit(seqs, frames_data[1][:20])
+        SERWhisperClassifier(d_model=None, nhead=3, max_epochs=1).fit(seqs, frames_data[1][:20])
     est = make("attn_pool", max_epochs=1).fit(seqs, frames_data[1][:20])
     with pytest.raises(ParameterError, match=r"X\[0\]: has 4 features per frame, expected 8"):
         est.predict([np.ones((5, 4))])

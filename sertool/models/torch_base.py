@@ -26,7 +26,9 @@ What the base class provides
   (``"frames"``) take a 3-D array ``(n, T, F)`` or a list / object array of 2-D arrays ``(T_i, F)`` of varying
   length; batches are zero-padded to the longest item in the batch and a boolean mask ``(B, T)`` (``True`` =
   valid frame) is passed to the module. float16 input is accepted and cast to float32 per batch (frames are
-  not copied as a whole).
+  not copied as a whole). A head with a ``frame_pool`` parameter > 1 averages every ``frame_pool``
+  consecutive frames once, when the input is validated (in ``fit`` and ``predict``; :func:`pool_frames`):
+  Whisper frames come at 50 per second, and the attention / transformer cost falls with ``T`` (``T**2``).
 * **Standardisation** (``standardize=True``): per-feature mean and standard deviation of the *training*
   data only (over samples for pooled input, over all valid frames for sequences), stored as buffers in the
   first layer of ``module_`` so the fitted module is self-contained.
@@ -74,7 +76,15 @@ from torch.nn import functional as F
 
 from sertool.exceptions import ParameterError
 
-__all__ = ["Standardize", "TorchClassifier", "as_sequences", "masked_mean", "pad_sequences", "resolve_device"]
+__all__ = [
+    "Standardize",
+    "TorchClassifier",
+    "as_sequences",
+    "masked_mean",
+    "pad_sequences",
+    "pool_frames",
+    "resolve_device",
+]
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +168,29 @@ def as_sequences(X: Any, *, name: str = "X", n_features: int | None = None) -> l
         if not np.isfinite(a).all():
             raise ParameterError(f"{name}[{i}]: contains NaN or infinite values")
         out.append(a)
+    return out
+
+
+def pool_frames(seqs: Sequence[np.ndarray], factor: int) -> list[np.ndarray]:
+    """Average every ``factor`` consecutive frames (the last group may be shorter).
+
+    Parameters
+    ----------
+    seqs : sequence of np.ndarray, each of shape (T_i, F)
+    factor : int
+        Pooling factor (1 returns the input unchanged).
+
+    Returns
+    -------
+    list of np.ndarray, each of shape (ceil(T_i / factor), F), float32 (or the input items when ``factor == 1``)
+    """
+    if factor == 1:
+        return list(seqs)
+    out = []
+    for a in seqs:
+        starts = np.arange(0, len(a), factor)
+        counts = np.diff(np.append(starts, len(a))).astype(np.float32)
+        out.append(np.add.reduceat(a.astype(np.float32, copy=False), starts, axis=0) / counts[:, None])
     return out
 
 
@@ -341,6 +374,8 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
             "expected None, 'balanced' or a dict label -> weight",
         )
         need(is_int(self.seed), "seed", "expected an integer")
+        if hasattr(self, "frame_pool"):
+            need(is_int(self.frame_pool) and self.frame_pool >= 1, "frame_pool", "expected an integer >= 1")
         need(
             self.n_threads is None or (is_int(self.n_threads) and self.n_threads >= 1),
             "n_threads",
@@ -355,7 +390,7 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         seqs = as_sequences(X, name=name, n_features=None if reset else self.n_features_in_)
         if reset:
             self.n_features_in_ = seqs[0].shape[1]
-        return seqs
+        return pool_frames(seqs, getattr(self, "frame_pool", 1))
 
     def _standardizer(self, data: np.ndarray | list[np.ndarray], n_features: int) -> nn.Module:
         if not self.standardize:
