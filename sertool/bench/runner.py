@@ -157,6 +157,27 @@ class _Loaded:
     index: dict[str, int]
 
 
+@dataclass(frozen=True)
+class _RunContext:
+    """What every unit of one bench run shares."""
+
+    base: Path
+    split: Any
+    manifest: pd.DataFrame
+    classes: list[str]
+    encoder: Any
+    labels: dict[str, str]
+    speakers: dict[str, str]
+    seed: int
+    device: str
+    tune: bool
+    force: bool
+    env: dict[str, Any]
+    mhash: str
+    make_estimator: Any
+    fit_estimator: Any
+
+
 def _resolve_device(device: str) -> str:
     if device != "auto":
         return device
@@ -234,7 +255,6 @@ def run_bench(
     from sertool.models.registry import (
         encode_labels,
         fit_estimator,
-        get_model,
         make_estimator,
         resolve_models,
     )
@@ -262,6 +282,23 @@ def run_bench(
     model_params = model_params or {}
     extractor_params = extractor_params or {}
 
+    ctx = _RunContext(
+        base=base,
+        split=split,
+        manifest=manifest,
+        classes=classes,
+        encoder=encoder,
+        labels=labels,
+        speakers=speakers,
+        seed=seed,
+        device=dev,
+        tune=tune,
+        force=force,
+        env=env,
+        mhash=mhash,
+        make_estimator=make_estimator,
+        fit_estimator=fit_estimator,
+    )
     for spec in features:
         view = parse_view(spec)
         eparams = dict(extractor_params.get(view.extractor, {}))
@@ -303,28 +340,7 @@ def run_bench(
         for mspec in specs:
             feats = loaded[mspec.input]
             for fold in split.folds:
-                unit = _run_unit(
-                    base=base,
-                    feats=feats,
-                    mspec=mspec,
-                    fold=fold,
-                    split=split,
-                    classes=classes,
-                    encoder=encoder,
-                    labels=labels,
-                    speakers=speakers,
-                    seed=seed,
-                    device=dev,
-                    tune=tune,
-                    force=force,
-                    overrides=model_params.get(mspec.name, {}),
-                    env=env,
-                    mhash=mhash,
-                    manifest=manifest,
-                    make_estimator=make_estimator,
-                    fit_estimator=fit_estimator,
-                    get_model=get_model,
-                )
+                unit = _run_unit(ctx, feats, mspec, fold, model_params.get(mspec.name, {}))
                 report.units.append(unit)
                 if progress is not None:
                     progress(unit)
@@ -340,31 +356,11 @@ def run_bench(
 
 
 def _run_unit(
-    *,
-    base: Path,
-    feats: _Loaded,
-    mspec: Any,
-    fold: Any,
-    split: Any,
-    classes: list[str],
-    encoder: Any,
-    labels: dict[str, str],
-    speakers: dict[str, str],
-    seed: int,
-    device: str,
-    tune: bool,
-    force: bool,
-    overrides: dict[str, Any],
-    env: dict[str, Any],
-    mhash: str,
-    manifest: pd.DataFrame,
-    make_estimator: Any,
-    fit_estimator: Any,
-    get_model: Any,
+    ctx: _RunContext, feats: _Loaded, mspec: Any, fold: Any, overrides: dict[str, Any]
 ) -> UnitResult:
-    view, name, k = feats.view, _entry_name(mspec, tune), fold.index
-    jpath, ppath = unit_paths(base, view, name, k)
-    if jpath.exists() and not force:
+    view, name, k = feats.view, _entry_name(mspec, ctx.tune), fold.index
+    jpath, ppath = unit_paths(ctx.base, view, name, k)
+    if jpath.exists() and not ctx.force:
         meta = json.loads(jpath.read_text())
         return UnitResult(view, name, k, "cached", meta["metrics"]["ua"], meta["metrics"]["wa"])
     jpath.parent.mkdir(parents=True, exist_ok=True)
@@ -374,60 +370,33 @@ def _run_unit(
     except Timeout:
         return UnitResult(view, name, k, "skipped", reason="another process is running this unit")
     try:
-        if jpath.exists() and not force:  # finished by another process while we waited
+        if jpath.exists() and not ctx.force:  # finished by another process while we waited
             meta = json.loads(jpath.read_text())
             return UnitResult(view, name, k, "cached", meta["metrics"]["ua"], meta["metrics"]["wa"])
-        return _fit_score(
-            base=base,
-            feats=feats,
-            mspec=mspec,
-            fold=fold,
-            split=split,
-            classes=classes,
-            encoder=encoder,
-            labels=labels,
-            speakers=speakers,
-            seed=seed,
-            device=device,
-            tune=tune,
-            overrides=overrides,
-            env=env,
-            mhash=mhash,
-            manifest=manifest,
-            make_estimator=make_estimator,
-            fit_estimator=fit_estimator,
-            jpath=jpath,
-            ppath=ppath,
-        )
+        return _fit_score(ctx, feats, mspec, fold, overrides, jpath, ppath)
     finally:
         lock.release()
 
 
 def _fit_score(
-    *,
-    base: Path,
+    ctx: _RunContext,
     feats: _Loaded,
     mspec: Any,
     fold: Any,
-    split: Any,
-    classes: list[str],
-    encoder: Any,
-    labels: dict[str, str],
-    speakers: dict[str, str],
-    seed: int,
-    device: str,
-    tune: bool,
     overrides: dict[str, Any],
-    env: dict[str, Any],
-    mhash: str,
-    manifest: pd.DataFrame,
-    make_estimator: Any,
-    fit_estimator: Any,
     jpath: Path,
     ppath: Path,
 ) -> UnitResult:
     from sertool.metrics import score_all
 
+    split, classes, encoder, labels, speakers = ctx.split, ctx.classes, ctx.encoder, ctx.labels, ctx.speakers
+    seed, device, tune, manifest, fit_estimator = (
+        ctx.seed,
+        ctx.device,
+        ctx.tune,
+        ctx.manifest,
+        ctx.fit_estimator,
+    )
     view, name, k = feats.view, _entry_name(mspec, tune), fold.index
     avail = feats.index
 
@@ -445,7 +414,7 @@ def _fit_score(
     neural = mspec.family == "neural"
     fit_ids = train if neural else train + valid
     params = dict(overrides)
-    est = make_estimator(mspec.name, seed=seed, **params)
+    est = ctx.make_estimator(mspec.name, seed=seed, **params)
     if "device" in est.get_params(deep=False):
         est.set_params(device=device)
     est = clone(est)
@@ -504,7 +473,7 @@ def _fit_score(
     record = {
         "schema": 1,
         "corpus": corpus_name(manifest),
-        "manifest_hash": mhash,
+        "manifest_hash": ctx.mhash,
         "split_id": split.id,
         "split_strategy": split.strategy,
         "speaker_independent": bool(split.speaker_independent),
@@ -526,7 +495,7 @@ def _fit_score(
         "device": device if "device" in est.get_params(deep=False) else "cpu",
         "tuned": best_params is not None,
         "best_params": _json_safe(best_params),
-        "provenance": env,
+        "provenance": ctx.env,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     _atomic_write_bytes(jpath, json.dumps(record, indent=1, sort_keys=True).encode())
