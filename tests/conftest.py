@@ -39,6 +39,33 @@ def write_audio(
     return path
 
 
+def make_tiny_whisper(folder: Path, seed: int = 0) -> Path:
+    """A randomly initialised tiny Whisper (d_model 64, 2 encoder layers, 4 heads, 80 mels) saved as an HF folder."""
+    import torch
+    from transformers import WhisperConfig, WhisperForConditionalGeneration
+
+    cfg = WhisperConfig(
+        d_model=64,
+        encoder_layers=2,
+        decoder_layers=1,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        num_mel_bins=80,
+        vocab_size=100,
+        max_source_positions=1500,
+        max_target_positions=32,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=1,
+    )
+    torch.manual_seed(seed)
+    WhisperForConditionalGeneration(cfg).eval().save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def demo_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The built-in synthetic demo corpus, generated once per test session (small: 4 speakers x 4 x 6)."""

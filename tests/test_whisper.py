@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tone, write_audio
+from conftest import make_tiny_whisper, tone, write_audio
 from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
@@ -25,30 +25,6 @@ from sertool.features.whisper import (
 )
 
 SR = 16000
-
-
-def make_tiny_whisper(folder: Path, seed: int = 0) -> Path:
-    """A randomly initialised tiny Whisper (d_model 64, 2 encoder layers, 4 heads, 80 mels) saved as an HF folder."""
-    cfg = WhisperConfig(
-        d_model=64,
-        encoder_layers=2,
-        decoder_layers=1,
-        encoder_attention_heads=4,
-        decoder_attention_heads=4,
-        encoder_ffn_dim=128,
-        decoder_ffn_dim=128,
-        num_mel_bins=80,
-        vocab_size=100,
-        max_source_positions=1500,
-        max_target_positions=32,
-        pad_token_id=0,
-        bos_token_id=1,
-        eos_token_id=2,
-        decoder_start_token_id=1,
-    )
-    torch.manual_seed(seed)
-    WhisperForConditionalGeneration(cfg).eval().save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="module")
