@@ -97,8 +97,9 @@ class Extractor(ABC):
         return 0
 
     def outputs(self) -> tuple[str, ...]:
-        """Names of the outputs :meth:`extract` returns (``"pooled"`` always; ``"frames"`` for sequences)."""
-        return ("pooled",)
+        """Names of the outputs :meth:`extract` returns: ``"pooled"`` always, plus ``"frames"`` when the
+        extractor stores frame sequences of chosen layers (a non-empty ``frame_layers`` attribute)."""
+        return ("pooled", "frames") if getattr(self, "frame_layers", None) else ("pooled",)
 
     def extract_batch(self, signals: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
         """Features of several signals (override to batch on an accelerator)."""

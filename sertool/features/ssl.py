@@ -168,10 +168,6 @@ class SSLExtractor(Extractor):
         """Hidden size."""
         return self._dim
 
-    def outputs(self) -> tuple[str, ...]:
-        """``("pooled",)`` or ``("pooled", "frames")`` when ``frame_layers`` is set."""
-        return ("pooled", "frames") if self.frame_layers else ("pooled",)
-
     def __getstate__(self) -> dict[str, Any]:
         """Pickle without the loaded model (it is reloaded lazily)."""
         state = self.__dict__.copy()

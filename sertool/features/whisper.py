@@ -433,10 +433,6 @@ class WhisperExtractor(Extractor):
         """Encoder width (384 tiny, 512 base, ...)."""
         return self._d_model
 
-    def outputs(self) -> tuple[str, ...]:
-        """``("pooled",)`` or ``("pooled", "frames")`` when ``frame_layers`` is set."""
-        return ("pooled", "frames") if self.frame_layers else ("pooled",)
-
     def __getstate__(self) -> dict[str, Any]:
         """Pickle without the loaded model (it is reloaded lazily)."""
         state = self.__dict__.copy()
