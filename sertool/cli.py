@@ -195,7 +195,13 @@ def cmd_features(args: argparse.Namespace) -> int:
         update, close = _progress(len(manifest), name)
         try:
             report = extract_features(
-                manifest, extractor, cache=store, jobs=args.jobs, scheduler=args.scheduler, progress=update
+                manifest,
+                extractor,
+                cache=store,
+                jobs=args.jobs,
+                scheduler=args.scheduler,
+                progress=update,
+                backend=args.backend,
             )
         finally:
             close()
@@ -356,7 +362,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="handcrafted94",
         help="comma-separated, e.g. handcrafted94,mfcc40,whisper-base",
     )
-    p.add_argument("--jobs", type=int, default=-1, help="processes for CPU extractors (default: all cores)")
+    p.add_argument("--jobs", type=int, default=-1, help="parallel jobs for CPU extractors (default: all cores)")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "threads", "processes"],
+        help="how --jobs runs CPU extractors (auto: threads for thread-safe ones on up to 4 jobs)",
+    )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--scheduler", default=None, help="Dask scheduler address to run extraction on a cluster")
     p.add_argument(

@@ -203,6 +203,24 @@ def test_unusable_files_raise_audio_error_with_path_and_reason(tmp_path, kind):
     assert re.search(pattern, ei.value.reason), ei.value.reason
 
 
+@pytest.mark.parametrize("sr", [16000, 48000])
+def test_stereo_channels_that_cancel_are_digital_silence(tmp_path, sr):
+    left = sine(300.0, sr, 0.5)
+    path = write_audio(tmp_path / "anti.wav", np.stack([left, -left], axis=1), sr, subtype="FLOAT")
+    assert load_audio(path, mono=False).shape == (2, 8000)  # each channel is fine on its own
+    with pytest.raises(AudioError, match="all-zero"):
+        load_audio(path)
+
+
+def test_mono_at_the_target_rate_is_the_stored_channel(tmp_path):
+    y = sine(250.0, 16000, 0.3)
+    path = write_audio(tmp_path / "m.wav", y, 16000, subtype="FLOAT")
+    out = load_audio(path, min_duration=0.3)
+    assert out.dtype == np.float32 and out.flags.c_contiguous and np.array_equal(out, y.astype(np.float32))
+    with pytest.raises(AudioError, match="too short"):
+        load_audio(path, min_duration=0.31)
+
+
 def test_too_short(tmp_path):
     path = write_audio(tmp_path / "short.wav", sine(440.0, 48000, 0.2), 48000)
     with pytest.raises(AudioError, match=r"too short: 0\.200 s < minimum 0\.500 s"):

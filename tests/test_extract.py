@@ -89,7 +89,7 @@ def test_processes_and_in_process_fill_identical_caches(tmp_path, corpus, monkey
 
     monkeypatch.setattr(extract_mod, "_pool", spy_pool)
     ex = get_extractor("handcrafted94")
-    a = extract_features(corpus, ex, cache=tmp_path / "a", jobs=2, shard_size=2)
+    a = extract_features(corpus, ex, cache=tmp_path / "a", jobs=2, shard_size=2, backend="processes")
     b = extract_features(corpus, get_extractor("handcrafted94"), cache=tmp_path / "b", jobs=1, shard_size=16)
     assert a.key == b.key and a.n_computed == b.n_computed == 16
     assert os.getpid() in pids and len(pids) == 2  # this process and the worker both computed shards
@@ -99,6 +99,36 @@ def test_processes_and_in_process_fill_identical_caches(tmp_path, corpus, monkey
     assert entries == {Path("demo") / ex.key}  # jobs and shard size are not part of the key
     xa = FeatureStore(tmp_path / "a").load(corpus, "handcrafted94").X
     np.testing.assert_array_equal(xa, FeatureStore(tmp_path / "b").load(corpus, "handcrafted94").X)
+
+
+@pytest.mark.parametrize("name", ["handcrafted94", "mfcc40"])
+def test_thread_backend_is_the_default_and_fills_an_identical_cache(tmp_path, corpus, monkeypatch, name):
+    import threading
+
+    import sertool.features.extract as extract_mod
+
+    threads: set[str] = set()
+    real_run = extract_mod._run_task
+
+    def spy_run(*args):
+        threads.add(threading.current_thread().name)
+        return real_run(*args)
+
+    monkeypatch.setattr(extract_mod, "_run_task", spy_run)
+    a = extract_features(corpus, get_extractor(name), cache=tmp_path / "a", jobs=2, shard_size=2)
+    assert len(threads) == 2 and all(t.startswith("sertool-extract") for t in threads), threads
+    b = extract_features(corpus, get_extractor(name), cache=tmp_path / "b", jobs=1, shard_size=16)
+    assert a.n_computed == b.n_computed == 16
+    sa, sb = FeatureStore(tmp_path / "a"), FeatureStore(tmp_path / "b")
+    np.testing.assert_array_equal(sa.load(corpus, name).X, sb.load(corpus, name).X)
+    if name == "mfcc40":
+        fa, fb = (st.load(corpus, name, output="frames").X for st in (sa, sb))
+        assert len(fa) == 16 and all(np.array_equal(x, y) for x, y in zip(fa, fb, strict=True))
+
+
+def test_backend_is_validated(tmp_path, corpus):
+    with pytest.raises(ParameterError, match="backend"):
+        extract_features(corpus, get_extractor("mfcc40"), cache=tmp_path, backend="gpu")
 
 
 def test_dask_cluster_gives_identical_output(tmp_path, corpus):

@@ -183,14 +183,21 @@ def load_audio(
         raise
     except Exception as exc:
         raise AudioError(path, _unreadable_reason(path, exc)) from None
-    validate_signal(y, native, path=path)
-    y = y.mean(axis=1, dtype=np.float32) if mono else np.ascontiguousarray(y.T)
-    if sr is not None and sr != native:
+    resample = sr is not None and sr != native
+    # a single mono channel read at the target rate is checked once; mixed (channels can cancel) or
+    # resampled signals are checked again after that step
+    once = not resample and (y.shape[1] == 1 or not mono)
+    validate_signal(y, native, path=path, min_duration=min_duration if once else 0.0)
+    if mono:  # the mean of one channel is that channel, bit for bit
+        y = y[:, 0] if y.shape[1] == 1 else y.mean(axis=1, dtype=np.float32)
+    else:
+        y = np.ascontiguousarray(y.T)
+    if resample:
         y = soxr.resample(y.T if not mono else y, native, sr, quality="VHQ")
         y = np.asarray(y.T if not mono else y, dtype=np.float32)
-    out_sr = sr or native
-    # validate_signal wants samples on axis 0; the multi-channel result is (channels, n)
-    validate_signal(y if mono else y.T, out_sr, path=path, min_duration=min_duration)
+    if not once:
+        # validate_signal wants samples on axis 0; the multi-channel result is (channels, n)
+        validate_signal(y if mono else y.T, sr or native, path=path, min_duration=min_duration)
     return np.ascontiguousarray(y, dtype=np.float32)
 
 

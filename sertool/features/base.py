@@ -64,6 +64,9 @@ class Extractor(ABC):
     default_layers: tuple[int, ...] | None = None
     #: Whether CPU extraction should be spread over processes (False for torch models that thread inside).
     parallel_processes: bool = True
+    #: Whether :meth:`extract` may run in several threads at once and spends most of its time in code that
+    #: releases the GIL (numpy, BLAS, FFT), so a thread pool parallelises it without starting processes.
+    thread_safe: bool = False
 
     @abstractmethod
     def params(self) -> dict[str, Any]:

@@ -4,9 +4,13 @@
 missing, sorts them by duration, cuts them into shards of ``shard_size`` clips (per corpus) and computes each
 shard as one task:
 
-- extractors with ``parallel_processes = True`` (CPU, numpy): shards run ``jobs`` wide, on ``jobs - 1``
-  joblib (loky) worker processes plus this process, which computes shards itself while the workers start
-  (see :func:`_pool`), longest clips first;
+- extractors with ``parallel_processes = True`` (CPU, numpy): shards run ``jobs`` wide, longest clips first,
+  either on ``jobs`` threads of this process (``backend="threads"``; for ``thread_safe`` extractors, whose
+  numpy/BLAS/FFT work releases the GIL: no start-up cost, nothing pickled) or on ``jobs - 1`` joblib (loky)
+  worker processes plus this process, which computes shards itself while the workers start (see
+  :func:`_pool`). ``backend="auto"`` takes threads for thread-safe extractors up to
+  :data:`THREADS_UP_TO` jobs, where they measured faster (``benchmarks/bench_handcrafted.py``), and
+  processes beyond (the GIL-held share of the work stops threads from scaling further);
 - other extractors (torch models that thread or use a GPU inside): shards run in this process, one after the
   other, through :meth:`Extractor.extract_batch` on length-sorted clips, while a background thread reads
   the next shard's audio;
@@ -38,9 +42,15 @@ from sertool.exceptions import AudioError, ParameterError
 from sertool.features.base import Extractor
 from sertool.features.store import FeatureStore
 
-__all__ = ["ExtractionReport", "extract_features"]
+__all__ = ["THREADS_UP_TO", "ExtractionReport", "extract_features"]
 
 log = logging.getLogger(__name__)
+
+#: ``backend="auto"`` runs thread-safe CPU extractors on threads up to this many jobs, on processes beyond.
+#: On the 2-core development machine, handcrafted94 on 2 threads ran 200 RAVDESS clips at 1.2-1.3x the
+#: clips/s of a warm 2-process pool and ~5x a cold one (worker start-up, pickling, per-process filter
+#: caches); with more cores the GIL-held Python share (~15% of a clip) caps threads.
+THREADS_UP_TO = 4
 
 
 @dataclass
@@ -122,7 +132,12 @@ def _check_outputs(out: dict[str, np.ndarray], path: str) -> None:
 
 
 def _extract(
-    extractor: Extractor, task: _Task, loaded: list[tuple[int, np.ndarray]], skipped: list[tuple[str, str]]
+    extractor: Extractor,
+    task: _Task,
+    loaded: list[tuple[int, np.ndarray]],
+    skipped: list[tuple[str, str]],
+    *,
+    limit_blas: bool = True,
 ) -> _Result:
     """Features of the loaded clips of one task; AudioErrors from the extractor skip that clip only.
 
@@ -167,10 +182,10 @@ def _extract_all(
     return res
 
 
-def _run_task(extractor: Extractor, task: _Task, min_duration: float) -> _Result:
-    """One shard, start to end (the unit a worker process or Dask worker runs)."""
+def _run_task(extractor: Extractor, task: _Task, min_duration: float, limit_blas: bool = True) -> _Result:
+    """One shard, start to end (the unit a worker process, thread or Dask worker runs)."""
     loaded, skipped = _load(task, extractor.sr, min_duration)
-    return _extract(extractor, task, loaded, skipped)
+    return _extract(extractor, task, loaded, skipped, limit_blas=limit_blas)
 
 
 def _tasks(missing: pd.DataFrame, shard_size: int, *, longest_first: bool) -> list[_Task]:
@@ -240,6 +255,36 @@ def _in_process(extractor: Extractor, tasks: Sequence[_Task], min_duration: floa
             if k + 1 < len(tasks):
                 pending = pool.submit(_load, tasks[k + 1], extractor.sr, min_duration)
             yield _extract(extractor, task, loaded, skipped)
+
+
+def _threads(
+    extractor: Extractor, tasks: Sequence[_Task], min_duration: float, n_jobs: int
+) -> Iterator[_Result]:
+    """Shards on ``n_jobs`` threads of this process, yielded as they finish (longest first).
+
+    At most ``2 * n_jobs`` shards are in flight, so memory stays bounded and a kill loses only those. BLAS is
+    limited to one thread for the whole run (see :func:`_extract`).
+    """
+    from concurrent.futures import FIRST_COMPLETED, Future, wait
+
+    from threadpoolctl import threadpool_limits
+
+    queue = deque(tasks)
+    running: set[Future] = set()
+    with (
+        threadpool_limits(limits=1, user_api="blas"),
+        ThreadPoolExecutor(max_workers=n_jobs, thread_name_prefix="sertool-extract") as pool,
+    ):
+        try:
+            while queue or running:
+                while queue and len(running) < 2 * n_jobs:
+                    running.add(pool.submit(_run_task, extractor, queue.popleft(), min_duration, False))
+                done, running = wait(running, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    yield fut.result()
+        finally:
+            for fut in running:
+                fut.cancel()
 
 
 def _ping() -> int:
@@ -324,6 +369,7 @@ def extract_features(
     scheduler: str | Any | None = None,
     progress: Callable[[int], None] | None = None,
     min_duration: float = 0.0,
+    backend: str = "auto",
 ) -> ExtractionReport:
     """Compute and cache the features of the manifest's clips that the cache lacks.
 
@@ -351,6 +397,10 @@ def extract_features(
         far stay cached).
     min_duration : float, optional
         Clips shorter than this many seconds are skipped.
+    backend : {"auto", "threads", "processes"}, optional
+        How ``jobs > 1`` runs a ``parallel_processes`` extractor: threads of this process (only for
+        extractors marked ``thread_safe``), worker processes, or ``"auto"`` (threads for thread-safe
+        extractors up to :data:`THREADS_UP_TO` jobs, else processes). The cache is identical either way.
 
     Returns
     -------
@@ -367,6 +417,10 @@ def extract_features(
         raise ParameterError(f"shard_size must be a positive integer, got {shard_size!r}")
     if not isinstance(jobs, int | np.integer) or jobs == 0 or jobs < -1:
         raise ParameterError(f"jobs must be -1 (all cores) or a positive integer, got {jobs!r}")
+    if backend not in ("auto", "threads", "processes"):
+        raise ParameterError(f"backend must be 'auto', 'threads' or 'processes', got {backend!r}")
+    if backend == "threads" and not extractor.thread_safe:
+        raise ParameterError(f"{extractor.name} is not thread-safe: use backend='processes' or 'auto'")
     needed = [c for c in ("utt_id", "path", "corpus", "sha1", "duration_s") if c not in manifest.columns]
     if needed:
         raise ParameterError(f"manifest lacks columns {needed} needed for feature extraction")
@@ -375,6 +429,9 @@ def extract_features(
     missing = store.missing(manifest, extractor)
     n_jobs = joblib.cpu_count() if jobs == -1 else int(jobs)  # joblib's count honours cgroup CPU quotas
     processes = scheduler is None and extractor.parallel_processes and n_jobs > 1
+    threads = processes and (
+        backend == "threads" or (backend == "auto" and extractor.thread_safe and n_jobs <= THREADS_UP_TO)
+    )
     size = int(shard_size)
     if processes:  # at least ~4 shards per process, so the last ones do not leave a process idle
         size = max(1, min(size, -(-len(missing) // (4 * n_jobs))))
@@ -386,12 +443,14 @@ def extract_features(
         len(missing),
         len(manifest),
         len(tasks),
-        f" on {scheduler}" if scheduler is not None else (f" with {n_jobs} processes" if processes else ""),
+        f" on {scheduler}"
+        if scheduler is not None
+        else (f" with {n_jobs} {'threads' if threads else 'processes'}" if processes else ""),
     )
     if scheduler is not None:
         results = _dask(extractor, tasks, min_duration, scheduler)
     elif processes and len(tasks) > 1:
-        results = _pool(extractor, tasks, min_duration, min(n_jobs, len(tasks)))
+        results = (_threads if threads else _pool)(extractor, tasks, min_duration, min(n_jobs, len(tasks)))
     elif extractor.decode_workers(n_jobs) > 0 and len(tasks) > 1:
         results = _in_process_decoding_pool(extractor, tasks, min_duration, extractor.decode_workers(n_jobs))
     else:

@@ -168,7 +168,7 @@ class FeatureStore:
         self.root = Path(root).expanduser() if root is not None else default_cache_dir()
         self.lock_timeout = lock_timeout
         # shard path -> ((size, mtime_ns), index frame with utt_id, sha1, row)
-        self._index_cache: dict[Path, tuple[tuple[int, int], pd.DataFrame]] = {}
+        self._index_cache: dict[Path, tuple[tuple[int, int], pd.DataFrame, frozenset[tuple[str, str]]]] = {}
         # shards whose bytes were checked against their marker by this instance: (path, sha1, size)
         self._verified: set[tuple[Path, str, int]] = set()
 
@@ -241,9 +241,12 @@ class FeatureStore:
             return None
         return table
 
-    def _index(self, entry: Path) -> pd.DataFrame:
-        """Valid rows of an entry: columns ``utt_id, sha1, shard (Path), row`` (one per (utt_id, sha1))."""
-        frames = []
+    def _shard_indexes(self, entry: Path) -> list[tuple[Path, pd.DataFrame, frozenset[tuple[str, str]]]]:
+        """Per valid shard: its path, its rows (``utt_id, sha1, row``) and its set of (utt_id, sha1) keys.
+
+        Cached per shard and revalidated by size and mtime, so repeated calls read only new shards.
+        """
+        out = []
         for shard in self._shards(entry):
             try:
                 st = shard.path.stat()
@@ -257,9 +260,14 @@ class FeatureStore:
                     continue
                 idx = table.to_pandas()
                 idx["row"] = np.arange(len(idx))
-                self._index_cache[shard.path] = (stamp, idx)
-                cached = self._index_cache[shard.path]
-            frames.append(cached[1].assign(shard=shard.path))
+                keys = frozenset(zip(idx["utt_id"].tolist(), idx["sha1"].tolist(), strict=True))
+                cached = self._index_cache[shard.path] = (stamp, idx, keys)
+            out.append((shard.path, cached[1], cached[2]))
+        return out
+
+    def _index(self, entry: Path) -> pd.DataFrame:
+        """Valid rows of an entry: columns ``utt_id, sha1, shard (Path), row`` (one per (utt_id, sha1))."""
+        frames = [idx.assign(shard=path) for path, idx, _ in self._shard_indexes(entry)]
         if not frames:
             return pd.DataFrame({"utt_id": [], "sha1": [], "row": [], "shard": []})
         # identical rows written twice (e.g. by racing processes): keep the last shard's copy
@@ -558,10 +566,11 @@ class FeatureStore:
             with self._lock(entry):
                 self._ensure_meta(entry, corpus, extractor)
                 self._clean_leftovers(entry)
-                idx = self._index(entry)
-                if not idx.empty:
-                    have = pd.MultiIndex.from_frame(idx[["utt_id", "sha1"]])
-                    new = ~pd.MultiIndex.from_arrays([list(utt_ids), list(sha1s)]).isin(have)
+                have = [keys for _, _, keys in self._shard_indexes(entry)]
+                if have:
+                    new = np.array(
+                        [not any(k in h for h in have) for k in zip(utt_ids, sha1s, strict=True)], dtype=bool
+                    )
                     if not new.any():
                         return None
                     if not new.all():
@@ -589,6 +598,14 @@ class FeatureStore:
                     "key": extractor.key,
                 }
                 _atomic_write_bytes(path.with_name(path.name + DONE), json.dumps(marker).encode())
+                # index the shard just written from memory: the next write's duplicate check (and load)
+                # need not read it back; any later change of the file changes its stamp and re-reads it
+                st = path.stat()
+                written = table.select(["utt_id", "sha1"]).to_pandas()
+                written["row"] = np.arange(len(written))
+                keys = frozenset(zip(written["utt_id"].tolist(), written["sha1"].tolist(), strict=True))
+                self._index_cache[path] = ((st.st_size, st.st_mtime_ns), written, keys)
+                self._verified.add((path, marker["sha1"], data_len))
                 return path
         except TimeoutError as exc:
             raise CacheError(f"{entry}: could not lock the cache entry within {self.lock_timeout} s") from exc
