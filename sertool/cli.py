@@ -166,7 +166,7 @@ def _split_text(summary: dict[str, Any]) -> str:
 
 def cmd_features(args: argparse.Namespace) -> int:
     """Extract (or show the status of) cached features."""
-    from sertool.features import get_extractor
+    from sertool.features import configured_extractor
     from sertool.features.extract import extract_features
     from sertool.features.store import FeatureStore
 
@@ -186,12 +186,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     skipped_any = False
     reports = []
     for name in [e.strip() for e in args.extractors.split(",") if e.strip()]:
-        params: dict[str, Any] = dict(eparams.get(name, {}))
-        if name.startswith(("whisper-", "ssl-")):
-            params.setdefault("device", args.device)
-        if name.startswith("whisper-"):
-            params.setdefault("cache", store.root)
-        extractor = get_extractor(name, **params)
+        extractor = configured_extractor(name, eparams.get(name), device=args.device, cache=store.root)
         update, close = _progress(len(manifest), name)
         try:
             report = extract_features(
@@ -280,6 +275,87 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return EXIT_SKIPPED if failed or any(r.skipped for r in report.extraction) else EXIT_OK
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    """Fit one model on one feature view (all data, or a split's training part) and save it."""
+    from sertool.deploy import train_model
+    from sertool.models.registry import get_model
+    from sertool.splits import Split, make_split
+
+    get_model(args.model)  # a misspelt model fails before the corpus is scanned
+    built = _manifest_from_args(args)
+    manifest = _schemed(built.manifest, args.scheme)
+    split = None
+    if args.split:
+        if args.split.startswith("file:"):
+            split = Split.load(args.split[5:], manifest=manifest)
+        else:
+            params = _json_arg(args.split_params, "--split-params")
+            split = make_split(
+                manifest, args.split, seed=args.seed, valid_fraction=args.valid_fraction, **params
+            )
+    out = train_model(
+        manifest,
+        features=args.features,
+        model=args.model,
+        out=args.out,
+        split=split,
+        fold=args.fold,
+        seed=args.seed,
+        cache=args.cache,
+        device=args.device,
+        model_params=_json_arg(args.model_params, "--model-params"),
+        extractor_params=_json_arg(args.extractor_params, "--extractor-params"),
+        results_dir=args.results,
+        jobs=args.jobs,
+        overwrite=args.overwrite,
+    )
+    card = json.loads((out / "model.json").read_text())
+    summary = {"model": str(out), "trained_on": card["trained_on"], "features": card["features"]}
+    _print(summary if args.json else f"saved {card['model']} on {card['features']} to {out}", args.json)
+    return EXIT_OK
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Label audio files (or a folder of them) with a saved model."""
+    from sertool.data.audio import is_audio_file
+    from sertool.deploy import load_model, predict_files
+
+    model = load_model(args.model, device=args.device, cache=args.cache)
+    target = Path(args.input)
+    if target.is_dir():
+        paths = sorted(str(p) for p in target.rglob("*") if p.is_file() and is_audio_file(p))
+        if not paths:
+            raise SertoolError(f"{target}: no audio files found")
+    elif target.exists():
+        paths = [str(target)]
+    else:
+        raise SertoolError(f"{target}: no such file or folder")
+    update, close = _progress(len(paths), "predict")
+    try:
+        df, skipped = predict_files(
+            model, paths, window=args.window, hop=args.hop, jobs=args.jobs, progress=update
+        )
+    finally:
+        close()
+    if args.out is not None:
+        df.to_csv(args.out, index=False)
+    if args.json:
+        _print({"predictions": df.to_dict(orient="records"), "skipped": skipped}, True)
+    elif args.out is None:
+        sys.stdout.write(df.to_csv(index=False))
+    for path, reason in skipped:
+        sys.stderr.write(f"skipped {path}: {reason}\n")
+    return EXIT_SKIPPED if skipped else EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve a small local web page to try a saved model on uploaded or recorded audio."""
+    from sertool.serve import serve
+
+    serve(args.model, host=args.host, port=args.port, device=args.device, max_mb=args.max_mb)
+    return EXIT_OK
+
+
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     """Re-render leaderboards from stored results."""
     from sertool.bench.leaderboard import render_leaderboards
@@ -362,7 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="handcrafted94",
         help="comma-separated, e.g. handcrafted94,mfcc40,whisper-base",
     )
-    p.add_argument("--jobs", type=int, default=-1, help="parallel jobs for CPU extractors (default: all cores)")
+    p.add_argument(
+        "--jobs", type=int, default=-1, help="parallel jobs for CPU extractors (default: all cores)"
+    )
     p.add_argument(
         "--backend",
         default="auto",
@@ -418,6 +496,48 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--extractor-params", default=None, help="JSON: per-extractor parameters (see features)")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("train", help="fit one model on one feature view and save it (no pickle)")
+    _add_corpus_args(p)
+    _add_cache_arg(p)
+    p.add_argument("--features", required=True, help="feature view, e.g. handcrafted94 or whisper-base@all")
+    p.add_argument("--model", required=True, help="registered model name, e.g. svm")
+    p.add_argument("--out", required=True, type=Path, help="model folder to write")
+    p.add_argument(
+        "--split", default=None, help="train on a split's training part: strategy or file:PATH (default: all)"
+    )
+    p.add_argument("--fold", type=int, default=0, help="fold of --split whose training part is used")
+    p.add_argument("--split-params", default=None)
+    p.add_argument("--valid-fraction", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--results", type=Path, default=Path("results"), help="results root (leaderboard link)")
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--jobs", type=int, default=-1)
+    p.add_argument("--model-params", default=None, help="JSON of model parameter overrides")
+    p.add_argument("--extractor-params", default=None, help="JSON of the extractor's parameters")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="label audio files or a folder with a saved model")
+    p.add_argument("input", help="an audio file or a folder of them")
+    p.add_argument("--model", required=True, type=Path, help="model folder from sertool train")
+    p.add_argument("--window", type=float, default=None, help="segment long recordings: window seconds")
+    p.add_argument("--hop", type=float, default=None, help="segment hop seconds (default: the window)")
+    p.add_argument("--out", type=Path, default=None, help="write the predictions CSV here")
+    p.add_argument("--jobs", type=int, default=-1)
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    _add_cache_arg(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("serve", help="a local web page to try a saved model")
+    p.add_argument("--model", required=True, type=Path)
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--max-mb", type=float, default=20.0, help="largest upload accepted, in MB")
+    p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("leaderboard", help="re-render leaderboards from stored results")
     p.add_argument("--results", type=Path, default=Path("results"))

@@ -63,7 +63,12 @@ def test_bench_end_to_end_writes_units_and_leaderboard(demo, split, tmp_path):
     assert meta["classes"] == ["neutral", "happy", "sad", "angry"]
     pred = pd.read_parquet(unit_paths(base, "handcrafted94", "logreg", 0)[1])
     assert set(pred["utt_id"]) == set(split.folds[0].test)
-    assert abs(pred.filter(like="proba__").sum(axis=1) - 1).max() < 1e-5
+    proba = pred.filter(like="proba__")
+    assert abs(proba.sum(axis=1) - 1).max() < 1e-5
+    # each probability column is its class's: the most probable column is the prediction (the codes are the
+    # sorted class names, the columns are in canonical order: they once disagreed)
+    assert list(proba.columns) == [f"proba__{c}" for c in meta["classes"]]
+    assert (proba.idxmax(axis=1).str.removeprefix("proba__") == pred["y_pred"]).all()
     # the fold metrics equal a recomputation from the stored predictions
     assert meta["metrics"]["wa"] == pytest.approx((pred["y_true"] == pred["y_pred"]).mean())
     board = pd.read_csv(report.leaderboard["csv"])

@@ -250,7 +250,7 @@ def run_bench(
     -------
     BenchReport
     """
-    from sertool.features import get_extractor, parse_view
+    from sertool.features import configured_extractor, parse_view
     from sertool.features.store import FeatureStore, default_cache_dir
     from sertool.models.registry import (
         encode_labels,
@@ -301,12 +301,10 @@ def run_bench(
     )
     for spec in features:
         view = parse_view(spec)
-        eparams = dict(extractor_params.get(view.extractor, {}))
-        if view.extractor.startswith(("whisper-", "ssl-")):
-            eparams.setdefault("device", dev)
-        if view.extractor.startswith("whisper-"):
-            eparams.setdefault("cache", store.root)  # converted weights live beside the features
-        extractor = get_extractor(view.extractor, **eparams)
+        # converted Whisper weights live beside the features
+        extractor = configured_extractor(
+            view.extractor, extractor_params.get(view.extractor), device=dev, cache=store.root
+        )
         if extract:
             from sertool.features.extract import extract_features
 
@@ -467,7 +465,8 @@ def _fit_score(
     pred = pd.DataFrame(
         {"utt_id": test, "speaker": [speakers[u] for u in test], "y_true": y_true, "y_pred": list(y_pred)}
     )
-    for j, c in enumerate(classes):
+    # ``full``'s columns are the encoder's codes (sorted class names); the stored columns follow ``classes``
+    for c, j in zip(classes, encoder.transform(classes), strict=True):
         pred[f"proba__{c}"] = full[:, j].astype(np.float32)
     _atomic_parquet(pred, ppath)
     record = {

@@ -9,6 +9,7 @@ from sertool.features.base import (
     EXTRACTORS,
     Extractor,
     FeatureView,
+    configured_extractor,
     get_extractor,
     parse_view,
     register_extractor,
@@ -21,4 +22,12 @@ for _mod in ("handcrafted", "whisper", "egemaps", "ssl"):
         if _exc.name != f"sertool.features.{_mod}":
             raise
 
-__all__ = ["EXTRACTORS", "Extractor", "FeatureView", "get_extractor", "parse_view", "register_extractor"]
+__all__ = [
+    "EXTRACTORS",
+    "Extractor",
+    "FeatureView",
+    "configured_extractor",
+    "get_extractor",
+    "parse_view",
+    "register_extractor",
+]

@@ -19,10 +19,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -164,6 +166,35 @@ def get_extractor(name: str, **params: Any) -> Extractor:
         if pattern.endswith("-*") and base.startswith(pattern[:-1]):
             return factory(base, **params)
     raise ParameterError(f"unknown feature extractor {name!r}; known: {', '.join(sorted(EXTRACTORS))}")
+
+
+def configured_extractor(
+    name: str,
+    params: dict[str, Any] | None = None,
+    *,
+    device: str = "auto",
+    cache: str | os.PathLike | None = None,
+) -> Extractor:
+    """:func:`get_extractor` with the run-level settings every command gives the model-based extractors.
+
+    Parameters
+    ----------
+    name : str
+        Extractor (or view) name.
+    params : dict, optional
+        The user's parameters for it (``--extractor-params``); they win over the settings below.
+    device : {"auto", "cpu", "cuda"}
+        Device for ``whisper-*`` and ``ssl-*`` extractors.
+    cache : path, optional
+        Feature-cache root: ``whisper-*`` keeps its converted weights there.
+    """
+    base = parse_view(name).extractor
+    kwargs = dict(params or {})
+    if base.startswith(("whisper-", "ssl-")):
+        kwargs.setdefault("device", device)
+    if base.startswith("whisper-") and cache is not None:
+        kwargs.setdefault("cache", Path(cache))
+    return get_extractor(base, **kwargs)
 
 
 @dataclass(frozen=True)

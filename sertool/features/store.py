@@ -32,6 +32,7 @@ Rules (the cache's contract; tests exercise each):
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -55,7 +56,7 @@ from filelock import FileLock
 from sertool.exceptions import CacheError, ParameterError
 from sertool.features.base import Extractor, FeatureView, get_extractor, parse_view
 
-__all__ = ["FeatureSet", "FeatureStore", "default_cache_dir"]
+__all__ = ["FeatureSet", "FeatureStore", "default_cache_dir", "select_frames"]
 
 log = logging.getLogger(__name__)
 
@@ -137,14 +138,71 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+@functools.cache
+def _dist_version(name: str) -> str | None:
+    """Installed version of a distribution (None if absent); a process's packages do not change under it."""
+    try:
+        return _pkg_version(name)
+    except PackageNotFoundError:
+        return None
+
+
 def _package_versions() -> dict[str, str]:
     out: dict[str, str] = {"python": sys.version.split()[0]}
     for name in _VERSIONED + tuple(n for n in _OPTIONAL if n in sys.modules):
-        try:
-            out[name] = _pkg_version(name)
-        except PackageNotFoundError:
-            continue
+        v = _dist_version(name)
+        if v is not None:
+            out[name] = v
     return out
+
+
+def select_frames(
+    frames: np.ndarray,
+    view: FeatureView,
+    frame_layers: Sequence[int] | None,
+    default_layers: Sequence[int] | None,
+    *,
+    what: str = "frames",
+) -> np.ndarray:
+    """Apply a view to one clip's frame output.
+
+    Parameters
+    ----------
+    frames : np.ndarray, shape (T, F) or (L, T, F)
+        One clip's ``"frames"`` output (layered for Whisper/SSL extractors).
+    view : FeatureView
+        The view (``@all``, chosen layers, or plain: the default layers when they were stored, else all).
+    frame_layers : sequence of int, optional
+        The model layers the layer axis holds (``None``: positions on that axis).
+    default_layers : sequence of int, optional
+        The extractor's default layers.
+    what : str, optional
+        Names the data in error messages.
+
+    Returns
+    -------
+    np.ndarray, float32, shape (T, F) or (T, n_selected * F)
+    """
+    if frames.ndim == 2:
+        if view.layers is not None:
+            raise ParameterError(f"view {view.name!r}: {what} has no layer axis")
+        return frames.astype(np.float32)
+    labels = list(frame_layers) if frame_layers is not None else list(range(frames.shape[0]))
+    if view.all_layers:
+        want = labels
+    elif view.layers is not None:
+        want = list(view.layers)
+    else:
+        want = (
+            list(default_layers)
+            if default_layers is not None and set(default_layers) <= set(labels)
+            else labels
+        )
+    bad = [w for w in want if w not in labels]
+    if bad:
+        raise ParameterError(f"view {view.name!r}: layers {bad} not among the stored frame layers {labels}")
+    sel = frames[[labels.index(w) for w in want]]  # (L_sel, T, F)
+    return np.ascontiguousarray(sel.transpose(1, 0, 2).reshape(frames.shape[1], -1), dtype=np.float32)
 
 
 def _check_name(value: str, what: str) -> str:
@@ -477,30 +535,8 @@ class FeatureStore:
                 items.append(flat[start : start + n].reshape(shape))
                 start += n
         items = [items[i] for i in perm]
-        stored = meta.get("frame_layers")
-        out = []
-        for a in items:
-            if a.ndim == 2:
-                if view.layers is not None:
-                    raise ParameterError(f"view {view.name!r}: cached {key} {output!r} has no layer axis")
-                out.append(a.astype(np.float32))
-                continue
-            labels = list(stored) if stored is not None else list(range(a.shape[0]))
-            if view.all_layers:
-                want = labels
-            elif view.layers is not None:
-                want = list(view.layers)
-            else:
-                default = meta.get("default_layers")
-                want = list(default) if default is not None and set(default) <= set(labels) else labels
-            bad = [w for w in want if w not in labels]
-            if bad:
-                raise ParameterError(
-                    f"view {view.name!r}: layers {bad} not among the stored frame layers {labels}"
-                )
-            sel = a[[labels.index(w) for w in want]]  # (L_sel, T, F)
-            out.append(np.ascontiguousarray(sel.transpose(1, 0, 2).reshape(a.shape[1], -1), dtype=np.float32))
-        return out
+        layers, default = meta.get("frame_layers"), meta.get("default_layers")
+        return [select_frames(a, view, layers, default, what=f"cached {key} {output!r}") for a in items]
 
     # ------------------------------------------------------------------ writing
 

@@ -636,6 +636,54 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
         proba = self.predict_proba(X)  # first: raises NotFittedError before classes_ is looked up
         return self.classes_[np.argmax(proba, axis=1)]
 
+    def export_weights(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The fitted head as tensors and JSON-safe attributes, for saving without pickle.
+
+        Returns
+        -------
+        tensors : dict of str to torch.Tensor
+            The module's state (CPU, contiguous): what ``safetensors`` stores.
+        fitted : dict
+            ``classes``, ``n_features_in``, ``standardized``, ``best_epoch``: what :meth:`import_weights`
+            needs besides the estimator's parameters.
+        """
+        check_is_fitted(self, "module_")
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.module_.state_dict().items()}
+        fitted = {
+            "classes": np.asarray(self.classes_).tolist(),
+            "n_features_in": int(self.n_features_in_),
+            "standardized": isinstance(self.module_.pre, Standardize),
+            "best_epoch": int(getattr(self, "best_epoch_", 0)),
+        }
+        return tensors, fitted
+
+    def import_weights(self, tensors: dict[str, torch.Tensor], fitted: dict[str, Any]) -> TorchClassifier:
+        """Rebuild a fitted head from :meth:`export_weights` output (on the CPU).
+
+        The estimator must carry the parameters it was trained with (the network's shape comes from them);
+        a state that does not fit that shape raises ``ParameterError``.
+        """
+        self._check_params()
+        classes = np.asarray(fitted["classes"])
+        n = int(fitted["n_features_in"])
+        pre: nn.Module = (
+            Standardize(np.zeros(n, np.float32), np.ones(n, np.float32))
+            if fitted["standardized"]
+            else nn.Identity()
+        )
+        module = _Net(pre, self._build_body(n, len(classes)), frames=self._input_kind == "frames")
+        try:
+            module.load_state_dict(tensors, strict=True)
+        except RuntimeError as exc:
+            raise ParameterError(
+                f"{type(self).__name__}: stored weights do not fit its parameters: {exc}"
+            ) from None
+        module.eval()
+        self.classes_, self.n_features_in_, self.module_ = classes, n, module
+        self.best_epoch_ = int(fitted.get("best_epoch", 0))
+        self.device_ = "cpu"
+        return self
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         if self._input_kind == "frames":

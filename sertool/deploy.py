@@ -1,0 +1,597 @@
+"""From leaderboard to use: train a final model, save it without pickle, predict new audio.
+
+A saved model is a folder::
+
+    model.json          the model card: format version, model name and parameters, feature view and the
+                        extractor's identity (name, version, output-changing parameters, cache key) and the
+                        parameters it was built with, classes, label scheme, training data (corpus, manifest
+                        hash, split id and fold, utterance count), seed, package versions, file checksums,
+                        and the leaderboard of the run it came from (when known)
+    estimator.skops     scikit-learn / XGBoost / LightGBM pipelines (skops format), or
+    weights.safetensors torch heads: the network's tensors; the card holds the estimator's parameters
+
+Loading never unpickles: ``skops`` files are opened only when every type they name is in
+:data:`TRUSTED_TYPES` (plain scikit-learn estimators, numpy and the few library types the registered models
+use), and torch heads are rebuilt from their parameters and ``safetensors`` tensors. A model whose file
+checksums, feature extractor or package versions do not match is refused with a message that says what
+differs (:class:`ModelError`).
+
+Training data: all utterances of the manifest, or the training part of one fold of a saved split (classic
+models also fit on its validation part, as the benchmark runner does, so a model trained from fold ``k``
+is the one the leaderboard scored on that fold). Neural heads early-stop on a validation part: the fold's,
+or, on all data, whole speakers held out (about 10%, seeded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from sertool.data.audio import load_audio
+from sertool.exceptions import AudioError, ParameterError, SertoolError
+
+__all__ = [
+    "MODEL_FORMAT",
+    "TRUSTED_TYPES",
+    "ModelError",
+    "TrainedModel",
+    "load_model",
+    "predict_files",
+    "train_model",
+]
+
+log = logging.getLogger(__name__)
+
+#: Version of the saved-model folder layout (``model.json`` ``format``).
+MODEL_FORMAT = 1
+CARD = "model.json"
+SKOPS_FILE = "estimator.skops"
+TORCH_FILE = "weights.safetensors"
+
+#: The only non-default types a ``estimator.skops`` file may contain (skops trusts plain scikit-learn
+#: estimators and numpy types by itself). Anything else is refused before loading.
+TRUSTED_TYPES = frozenset(
+    {
+        "collections.OrderedDict",
+        "lightgbm.basic.Booster",
+        "lightgbm.sklearn.LGBMClassifier",
+        "sertool.models.classic.GMMClassifier",
+        "sklearn.calibration._CalibratedClassifier",
+        "sklearn.calibration._TemperatureScaling",
+        "sklearn.calibration._SigmoidCalibration",
+        "sklearn.metrics._dist_metrics.EuclideanDistance64",
+        "sklearn.neighbors._kd_tree.KDTree",
+        "sklearn.neighbors._ball_tree.BallTree",
+        "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+        "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+        "sklearn.tree._tree.Tree",
+        "xgboost.core.Booster",
+        "xgboost.sklearn.XGBClassifier",
+    }
+)
+
+#: Packages whose version must match between training and prediction (those present at training).
+_CHECKED_PACKAGES = ("sertool", "numpy", "scikit-learn", "librosa", "xgboost", "lightgbm", "torch")
+
+
+class ModelError(SertoolError):
+    """A saved model cannot be used here: missing or altered files, untrusted content, mismatched versions
+    or feature extractor."""
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in _CHECKED_PACKAGES:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    return repr(obj)
+
+
+def _plain_params(est: Any) -> dict[str, Any]:
+    """An estimator's own parameters, JSON-safe (tuples become lists; restored by :func:`_restore_params`)."""
+    return {k: _json_safe(v) for k, v in est.get_params(deep=False).items()}
+
+
+def _restore_params(est: Any, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with lists turned back into tuples where the estimator's default is a tuple."""
+    defaults = est.get_params(deep=False)
+    return {
+        k: tuple(v) if isinstance(defaults.get(k), tuple) and isinstance(v, list) else v
+        for k, v in params.items()
+    }
+
+
+# ------------------------------------------------------------------------------------------------ training
+def train_model(
+    manifest: pd.DataFrame,
+    *,
+    features: str,
+    model: str,
+    out: str | os.PathLike,
+    split: Any = None,
+    fold: int = 0,
+    seed: int = 0,
+    cache: Any = None,
+    device: str = "cpu",
+    model_params: dict[str, Any] | None = None,
+    extractor_params: dict[str, Any] | None = None,
+    results_dir: str | os.PathLike | None = None,
+    jobs: int = -1,
+    overwrite: bool = False,
+) -> Path:
+    """Fit one model on one feature view and save it (see the module docstring for the format).
+
+    Parameters
+    ----------
+    manifest : pandas.DataFrame
+        The corpus manifest, already mapped to its label scheme.
+    features : str
+        Feature view, e.g. ``"handcrafted94"`` or ``"whisper-base@all"``. Features not yet cached are
+        extracted first, through the same cache as ``sertool features``.
+    model : str
+        Registered model name (``"svm"``, ``"mlp_head"``, ...).
+    out : path
+        Folder to write; must not exist unless ``overwrite``. Written to a temporary sibling and renamed,
+        so a killed run leaves no half-written model.
+    split : sertool.splits.Split, optional
+        Train on the training part of fold ``fold`` of this saved split (checked for leakage) instead of
+        on all utterances.
+    fold : int, optional
+        Fold of ``split`` (default 0).
+    seed : int, optional
+        Model seed.
+    cache : FeatureStore or path, optional
+        Feature cache (default ``$SERTOOL_CACHE``).
+    device : str, optional
+        Device for torch heads and model-based extractors.
+    model_params, extractor_params : dict, optional
+        Overrides for the model, and the extractor's parameters (recorded, reused by :func:`load_model`).
+    results_dir : path, optional
+        Results root of the benchmark run: with ``split``, the card links that split's leaderboard.
+    jobs : int, optional
+        Parallel jobs for feature extraction.
+    overwrite : bool, optional
+        Replace an existing ``out``.
+
+    Returns
+    -------
+    Path
+        ``out``.
+    """
+    from sklearn.base import clone
+    from sklearn.model_selection import GroupShuffleSplit
+
+    from sertool.bench.runner import class_order, corpus_name, split_dir
+    from sertool.data.manifest import manifest_hash
+    from sertool.features import configured_extractor, parse_view
+    from sertool.features.extract import extract_features
+    from sertool.features.store import FeatureStore, default_cache_dir
+    from sertool.models.registry import (
+        balanced_sample_weight,
+        encode_labels,
+        fit_estimator,
+        get_model,
+        make_estimator,
+    )
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise ParameterError(f"{out} exists; choose another --out or pass overwrite")
+    spec = get_model(model)
+    view = parse_view(features)
+    store = cache if isinstance(cache, FeatureStore) else FeatureStore(cache or default_cache_dir())
+    eparams = dict(extractor_params or {})
+    extractor = configured_extractor(view.extractor, eparams, device=device, cache=store.root)
+    if spec.input == "frames" and "frames" not in extractor.outputs():
+        raise ParameterError(f"{model} reads frame sequences, which {features} does not store")
+    extract_features(manifest, extractor, cache=store, jobs=jobs)
+    fs = store.load(manifest, view, output=spec.input, allow_missing=True, key=extractor)
+    pos = {u: i for i, u in enumerate(fs.utt_ids)}
+
+    def take(ids: Sequence[str]) -> Any:
+        idx = [pos[u] for u in ids if u in pos]
+        return fs.X[idx] if isinstance(fs.X, np.ndarray) else [fs.X[i] for i in idx]
+
+    labels = dict(zip(manifest["utt_id"], manifest["label"], strict=True))
+    classes = class_order(manifest["label"].tolist())
+    encoder, _ = encode_labels(classes)
+    neural = spec.family == "neural"
+    if split is not None:
+        from sertool.splits import check_split
+
+        check_split(split, manifest)
+        if not 0 <= fold < len(split.folds):
+            raise ParameterError(f"fold {fold} out of range: split {split.id} has {len(split.folds)} folds")
+        f = split.folds[fold]
+        train, valid = list(f.train), list(f.valid)
+        if not neural:
+            train, valid = train + valid, []
+        source = {"split_id": split.id, "split_strategy": split.strategy, "fold": fold, "part": "train"}
+    else:
+        ids = [u for u in manifest["utt_id"].tolist() if u in pos]
+        train, valid = ids, []
+        if neural and manifest["speaker"].nunique() >= 3:
+            groups = manifest.set_index("utt_id").loc[ids, "speaker"].to_numpy()
+            tr, va = next(
+                GroupShuffleSplit(n_splits=1, test_size=0.1, random_state=seed).split(ids, groups=groups)
+            )
+            train, valid = [ids[i] for i in tr], [ids[i] for i in va]
+        source = {"split_id": None, "fold": None, "part": "all"}
+    train = [u for u in train if u in pos]
+    valid = [u for u in valid if u in pos]
+    if not train:
+        raise ParameterError("no training utterances with cached features")
+    y_fit = encoder.transform([labels[u] for u in train])
+    est = make_estimator(model, seed=seed, **(model_params or {}))
+    if "device" in est.get_params(deep=False):
+        est.set_params(device=device)
+    est = clone(est)
+    fit_params: dict[str, Any] = {}
+    if neural and valid:
+        fit_params = {"X_valid": take(valid), "y_valid": encoder.transform([labels[u] for u in valid])}
+    fit_estimator(
+        est,
+        take(train),
+        y_fit,
+        sample_weight=balanced_sample_weight(y_fit) if spec.sample_weight else None,
+        fit_params=fit_params,
+        threads=1,
+    )
+    leaderboard = None
+    if split is not None and results_dir is not None:
+        html = split_dir(results_dir, manifest, split) / "leaderboard.html"
+        leaderboard = str(html.resolve()) if html.exists() else None
+    card: dict[str, Any] = {
+        "format": MODEL_FORMAT,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model": model,
+        "family": spec.family,
+        "input": spec.input,
+        "seed": seed,
+        "features": view.name,
+        "extractor": {
+            **_json_safe(extractor.identity()),
+            "default_layers": _json_safe(extractor.default_layers),
+            "frame_layers": _json_safe(getattr(extractor, "frame_layers", None)),
+            "build_params": _json_safe({k: v for k, v in eparams.items() if k not in ("device", "cache")}),
+        },
+        "classes": classes,
+        "label_scheme": manifest.attrs.get("label_scheme", "native-v1"),
+        "trained_on": {
+            "corpus": corpus_name(manifest),
+            "manifest_hash": manifest_hash(manifest),
+            "n_train": len(train),
+            "n_valid": len(valid),
+            **source,
+        },
+        "leaderboard": leaderboard,
+        "versions": _versions(),
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        if neural:
+            from safetensors.torch import save_file
+
+            tensors, fitted = est.export_weights()
+            save_file(tensors, str(tmp / TORCH_FILE))
+            card["artifact"] = {
+                "kind": "torch",
+                "file": TORCH_FILE,
+                "params": _plain_params(est),
+                "fitted": fitted,
+            }
+        else:
+            import skops.io as sio
+
+            sio.dump(est, tmp / SKOPS_FILE)
+            card["artifact"] = {"kind": "skops", "file": SKOPS_FILE}
+        card["artifact"]["sha256"] = _sha256(tmp / card["artifact"]["file"])
+        (tmp / CARD).write_text(json.dumps(card, indent=2, sort_keys=True))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("saved %s on %s (%d training utterances) to %s", model, view.name, len(train), out)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ loading
+@dataclass
+class TrainedModel:
+    """A loaded model: the estimator, the extractor that feeds it, and its card.
+
+    Attributes
+    ----------
+    card : dict
+        ``model.json``.
+    estimator : estimator
+        The fitted classifier (its ``classes_`` are indices into :attr:`classes`).
+    extractor : Extractor
+        Built from the card; its cache key equals the one recorded at training.
+    view : FeatureView
+        The feature view the model reads.
+    path : Path
+        The model folder.
+    """
+
+    card: dict[str, Any]
+    estimator: Any
+    extractor: Any
+    view: Any
+    path: Path
+
+    @property
+    def classes(self) -> list[str]:
+        """Class names, in probability-column order."""
+        return list(self.card["classes"])
+
+    @property
+    def uses_whisper(self) -> bool:
+        """Whether the features come from a Whisper encoder (the web app then shows a transcript)."""
+        return str(self.card["extractor"]["name"]).startswith("whisper-")
+
+    def features(self, signals: Sequence[np.ndarray]) -> Any:
+        """The model's input for 16 kHz mono signals: ``(n, d)`` pooled vectors or a list of frame arrays."""
+        from sertool.features.store import select_frames
+
+        outs = self.extractor.extract_batch(list(signals))
+        ex = self.card["extractor"]
+        if self.card["input"] == "frames":
+            return [
+                select_frames(
+                    np.asarray(o["frames"]), self.view, ex.get("frame_layers"), ex.get("default_layers")
+                )
+                for o in outs
+            ]
+        pooled = np.stack([np.asarray(o["pooled"], dtype=np.float32) for o in outs])
+        default = tuple(ex["default_layers"]) if ex.get("default_layers") is not None else None
+        return self.view.select(pooled, default)
+
+    def predict_proba_signals(self, signals: Sequence[np.ndarray]) -> np.ndarray:
+        """Class probabilities, shape ``(n, len(classes))``, columns in :attr:`classes` order."""
+        if not signals:
+            return np.zeros((0, len(self.classes)))
+        proba = np.asarray(self.estimator.predict_proba(self.features(signals)), dtype=np.float64)
+        # the estimator's classes are codes into the sorted class names (sertool.models.registry.encode_labels)
+        codes = sorted(self.classes)
+        column = {c: i for i, c in enumerate(self.classes)}
+        full = np.zeros((proba.shape[0], len(self.classes)))
+        full[:, [column[codes[int(k)]] for k in self.estimator.classes_]] = proba
+        return full
+
+
+def load_model(
+    path: str | os.PathLike, *, device: str = "cpu", cache: Any = None, check_versions: bool = True
+) -> TrainedModel:
+    """Load a model saved by :func:`train_model`, refusing anything that does not match.
+
+    Parameters
+    ----------
+    path : path
+        The model folder.
+    device : str, optional
+        Device for a model-based extractor (Whisper); torch heads predict on the CPU.
+    cache : path, optional
+        Where converted Whisper weights live (default ``$SERTOOL_CACHE``).
+    check_versions : bool, optional
+        Refuse a model trained with other versions of sertool, numpy, scikit-learn, librosa, XGBoost,
+        LightGBM or torch (default). Turn off only to inspect an old model.
+
+    Raises
+    ------
+    ModelError
+        Missing or altered files, a format from a newer sertool, untrusted types in the skops file, other
+        package versions, or an extractor whose identity (name, version, parameters) is not the recorded one.
+    """
+    from sertool.features import configured_extractor, parse_view
+    from sertool.features.store import default_cache_dir
+
+    root = Path(path)
+    card_path = root / CARD
+    try:
+        card = json.loads(card_path.read_text())
+    except FileNotFoundError:
+        raise ModelError(f"{root}: not a sertool model folder (no {CARD})") from None
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{card_path}: unreadable model card: {exc}") from None
+    if card.get("format") != MODEL_FORMAT:
+        raise ModelError(
+            f"{root}: model format {card.get('format')!r}; this sertool reads format {MODEL_FORMAT}"
+        )
+    if check_versions:
+        here = _versions()
+        diff = [
+            f"{name} {want} (here {here.get(name, 'not installed')})"
+            for name, want in sorted(card.get("versions", {}).items())
+            if here.get(name) != want
+        ]
+        if diff:
+            raise ModelError(
+                f"{root}: trained with other package versions: {'; '.join(diff)}. Retrain it here, or install "
+                "those versions"
+            )
+    art = card.get("artifact", {})
+    file = root / str(art.get("file", ""))
+    if art.get("file") not in (SKOPS_FILE, TORCH_FILE) or not file.is_file():
+        raise ModelError(f"{root}: model file {art.get('file')!r} missing")
+    if _sha256(file) != art.get("sha256"):
+        raise ModelError(f"{file}: checksum does not match the model card (altered or truncated file)")
+    ex = card["extractor"]
+    extractor = configured_extractor(
+        ex["name"], ex.get("build_params") or {}, device=device, cache=cache or default_cache_dir()
+    )
+    if extractor.key != ex["key"]:
+        raise ModelError(
+            f"{root}: the model was trained on {ex['key']} (version {ex['version']}, parameters {ex['params']}); "
+            f"this sertool builds {extractor.key} (version {extractor.version}, parameters {extractor.params()}). "
+            "Retrain the model with this sertool"
+        )
+    if art["kind"] == "skops":
+        import skops.io as sio
+
+        untrusted = sio.get_untrusted_types(file=file)
+        bad = sorted(set(untrusted) - TRUSTED_TYPES)
+        if bad:
+            raise ModelError(f"{file}: refusing to load types outside the allow list: {', '.join(bad)}")
+        estimator = sio.load(file, trusted=list(untrusted))
+    elif art["kind"] == "torch":
+        from safetensors.torch import load_file
+
+        from sertool.models.registry import make_estimator
+
+        base = make_estimator(card["model"], seed=int(card.get("seed", 0)))
+        params = _restore_params(base, dict(art.get("params", {})))
+        params["device"] = "cpu"
+        try:
+            estimator = base.set_params(**params)
+        except ValueError as exc:
+            raise ModelError(f"{root}: stored parameters do not fit {card['model']}: {exc}") from None
+        estimator.import_weights(load_file(str(file)), art["fitted"])
+    else:
+        raise ModelError(f"{root}: unknown model kind {art['kind']!r}")
+    return TrainedModel(card, estimator, extractor, parse_view(card["features"]), root)
+
+
+# ------------------------------------------------------------------------------------------------ prediction
+def _segments(
+    y: np.ndarray, sr: int, window: float | None, hop: float | None
+) -> list[tuple[float, float, np.ndarray]]:
+    """(start s, end s, samples) of each segment; the whole clip when ``window`` is None. A last segment
+    shorter than half a window is merged into the previous one's span only if nothing else covers it."""
+    n = y.shape[0]
+    if window is None or n <= round(window * sr):
+        return [(0.0, n / sr, y)]
+    w, h = round(window * sr), round((hop or window) * sr)
+    starts = list(range(0, n - w + 1, h))
+    if starts[-1] + w < n:  # the tail: a final window flush with the end
+        starts.append(n - w)
+    return [(s / sr, (s + w) / sr, y[s : s + w]) for s in starts]
+
+
+def predict_files(
+    model: TrainedModel,
+    paths: Sequence[str | os.PathLike],
+    *,
+    window: float | None = None,
+    hop: float | None = None,
+    jobs: int = -1,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """Label each file (or each segment of it) with the model.
+
+    Parameters
+    ----------
+    model : TrainedModel
+        From :func:`load_model`.
+    paths : sequence of path
+        Audio files (any format the loader reads; resampled to 16 kHz mono).
+    window, hop : float, optional
+        Segment long recordings into ``window``-second windows every ``hop`` seconds (default: ``hop =
+        window``); clips no longer than a window are one segment. ``None``: one prediction per file.
+    jobs : int, optional
+        Threads decoding and extracting at once for thread-safe extractors (-1: every core); model-based
+        extractors batch in this thread.
+    progress : callable, optional
+        Called with the number of files finished.
+
+    Returns
+    -------
+    predictions : pandas.DataFrame
+        ``path, start_s, end_s, label, proba__<class>...``, one row per segment, in input order.
+    skipped : list of (path, reason)
+        Files that could not be read (the others are predicted).
+    """
+    if window is not None and not window > 0:
+        raise ParameterError(f"window must be > 0 seconds, got {window!r}")
+    if hop is not None and (window is None or not hop > 0):
+        raise ParameterError("hop needs a window and must be > 0 seconds")
+    sr = model.extractor.sr
+    n_jobs = os.cpu_count() or 1 if jobs == -1 else max(1, int(jobs))
+    classes = model.classes
+
+    def one(path: str) -> tuple[list[dict[str, Any]], tuple[str, str] | None]:
+        try:
+            y = load_audio(path, sr=sr)
+        except AudioError as err:
+            return [], (err.path, err.reason)
+        segs = _segments(y, sr, window, hop)
+        try:
+            proba = model.predict_proba_signals([s for _, _, s in segs])
+        except AudioError as err:
+            return [], (path, err.reason)
+        rows = []
+        for (start, end, _), p in zip(segs, proba, strict=True):
+            row: dict[str, Any] = {
+                "path": path,
+                "start_s": round(start, 3),
+                "end_s": round(end, 3),
+                "label": classes[int(np.argmax(p))],
+            }
+            row.update({f"proba__{c}": float(v) for c, v in zip(classes, p, strict=True)})
+            rows.append(row)
+        return rows, None
+
+    files = [str(p) for p in paths]
+    results: list[tuple[list[dict[str, Any]], tuple[str, str] | None]] = []
+    if getattr(model.extractor, "thread_safe", False) and n_jobs > 1 and len(files) > 1:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(n_jobs) as pool:
+            for res in pool.map(one, files):
+                results.append(res)
+                if progress is not None:
+                    progress(1)
+    else:
+        for f in files:
+            results.append(one(f))
+            if progress is not None:
+                progress(1)
+    rows = [r for rs, _ in results for r in rs]
+    skipped = [s for _, s in results if s is not None]
+    for path, reason in skipped:
+        log.warning("skipped %s: %s", path, reason)
+    columns = ["path", "start_s", "end_s", "label"] + [f"proba__{c}" for c in classes]
+    return pd.DataFrame(rows, columns=columns), skipped

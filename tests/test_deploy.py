@@ -1,0 +1,253 @@
+"""train / load / predict: the saved format (no pickle), the refusals, segmentation, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+from conftest import make_tiny_whisper
+
+from sertool.bench.runner import class_order, run_bench, split_dir, unit_paths
+from sertool.cli import main
+from sertool.data.audio import load_audio
+from sertool.data.manifest import build_manifest
+from sertool.deploy import ModelError, load_model, predict_files, train_model
+from sertool.exceptions import ParameterError
+from sertool.features.store import FeatureStore
+from sertool.splits import make_split
+
+
+@pytest.fixture(scope="module")
+def demo(demo_root: Path) -> pd.DataFrame:
+    return build_manifest("demo", demo_root).manifest
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def svm_dir(demo, cache, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("models") / "svm"
+    return train_model(demo, features="handcrafted94", model="svm", out=out, cache=cache, jobs=1)
+
+
+def test_saved_model_predicts_like_the_fitted_pipeline(demo, cache, svm_dir, demo_root):
+    files = sorted(svm_dir.iterdir())
+    assert [f.name for f in files] == ["estimator.skops", "model.json"]
+    card = json.loads((svm_dir / "model.json").read_text())
+    assert card["format"] == 1 and card["model"] == "svm" and card["features"] == "handcrafted94"
+    assert card["extractor"]["key"].startswith("handcrafted94/v1-")
+    assert card["classes"] == class_order(demo["label"].tolist())  # canonical order, as the leaderboard
+    assert card["trained_on"]["n_train"] == len(demo) and card["trained_on"]["part"] == "all"
+    assert {"sertool", "numpy", "scikit-learn", "librosa"} <= set(card["versions"])
+    model = load_model(svm_dir, cache=cache)
+    # the same features through the cache and through the model's own extractor give the same probabilities
+    X = FeatureStore(cache).load(demo, "handcrafted94").X
+    order = [sorted(model.classes).index(c) for c in model.classes]  # estimator columns: sorted codes
+    direct = model.estimator.predict_proba(X[:8])[:, order]
+    signals = [load_audio(p) for p in demo["path"][:8]]
+    np.testing.assert_allclose(model.predict_proba_signals(signals), direct, atol=1e-6)
+    # the synthetic classes are learnable: training accuracy far above chance
+    df, skipped = predict_files(model, demo["path"].tolist(), jobs=2)
+    assert not skipped and len(df) == len(demo)
+    assert (df["label"].to_numpy() == demo["label"].to_numpy()).mean() > 0.8
+    proba = df[[f"proba__{c}" for c in model.classes]].to_numpy()
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+    assert df["path"].tolist() == demo["path"].tolist()  # input order, also with threads
+
+
+def test_long_recordings_are_segmented(svm_dir, cache, demo, tmp_path):
+    model = load_model(svm_dir, cache=cache)
+    ys = [load_audio(p) for p in demo["path"][:4]]
+    long = np.concatenate(ys)
+    path = tmp_path / "long.wav"
+    sf.write(path, long, 16000)
+    total = long.shape[0] / 16000
+    df, _ = predict_files(model, [path], window=1.0, hop=0.5)
+    assert len(df) == int((total - 1.0) / 0.5) + 1 + (1 if (total - 1.0) % 0.5 > 1e-9 else 0)
+    assert df["start_s"].iloc[0] == 0.0 and df["end_s"].iloc[-1] == pytest.approx(total, abs=1e-3)
+    assert (np.diff(df["start_s"].to_numpy()[:-1]) == 0.5).all()
+    assert (df["end_s"] - df["start_s"]).round(3).eq(1.0).all()
+    one, _ = predict_files(model, [path])
+    assert len(one) == 1 and one["end_s"].iloc[0] == pytest.approx(total, abs=1e-3)
+    with pytest.raises(ParameterError, match="window"):
+        predict_files(model, [path], window=0)
+
+
+def test_bad_files_are_reported_and_the_rest_predicted(svm_dir, cache, demo, tmp_path):
+    model = load_model(svm_dir, cache=cache)
+    bad = tmp_path / "notes.wav"
+    bad.write_text("not audio at all")
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(16000, dtype=np.float32), 16000)
+    df, skipped = predict_files(model, [demo["path"][0], bad, silent], jobs=2)
+    assert df["path"].tolist() == [demo["path"][0]]
+    reasons = dict(skipped)
+    assert set(reasons) == {str(bad), str(silent)} and "all-zero" in reasons[str(silent)]
+
+
+def test_refuses_altered_untrusted_and_mismatched_models(svm_dir, cache, tmp_path):
+    # an altered estimator file
+    altered = shutil.copytree(svm_dir, tmp_path / "altered")
+    with open(altered / "estimator.skops", "ab") as fh:
+        fh.write(b"x")
+    with pytest.raises(ModelError, match="checksum"):
+        load_model(altered, cache=cache)
+    # other package versions at training
+    old = shutil.copytree(svm_dir, tmp_path / "old")
+    card = json.loads((old / "model.json").read_text())
+    card["versions"]["scikit-learn"] = "0.1.0"
+    (old / "model.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match=r"scikit-learn 0\.1\.0 \(here "):
+        load_model(old, cache=cache)
+    # a feature extractor of another version
+    other = shutil.copytree(svm_dir, tmp_path / "other")
+    card = json.loads((other / "model.json").read_text())
+    card["extractor"]["key"] = "handcrafted94/v0-0000000000"
+    card["extractor"]["version"] = 0
+    (other / "model.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="trained on handcrafted94/v0-0000000000"):
+        load_model(other, cache=cache)
+    # a skops file naming a type outside the allow list is refused before anything is loaded
+    import skops.io as sio
+    from sklearn.preprocessing import FunctionTransformer
+
+    evil = shutil.copytree(svm_dir, tmp_path / "evil")
+    sio.dump(FunctionTransformer(func=shutil.rmtree), evil / "estimator.skops")
+    card = json.loads((evil / "model.json").read_text())
+    from sertool.deploy import _sha256
+
+    card["artifact"]["sha256"] = _sha256(evil / "estimator.skops")
+    (evil / "model.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match=r"allow list: .*rmtree"):
+        load_model(evil, cache=cache)
+    with pytest.raises(ModelError, match=r"no model\.json"):
+        load_model(tmp_path, cache=cache)
+
+
+def test_out_is_never_half_written_or_overwritten(demo, cache, svm_dir, tmp_path):
+    with pytest.raises(ParameterError, match="exists"):
+        train_model(demo, features="handcrafted94", model="svm", out=svm_dir, cache=cache, jobs=1)
+    with pytest.raises(ParameterError, match="reads frame sequences"):
+        train_model(demo, features="handcrafted94", model="ser_whisper", out=tmp_path / "m", cache=cache)
+    assert not (tmp_path / "m").exists() and not list(tmp_path.glob(".m.tmp-*"))
+
+
+@pytest.mark.parametrize("name", ["mlp_head", "xgb"])
+def test_torch_heads_and_boosters_round_trip(demo, cache, tmp_path, name):
+    params = {"max_epochs": 5, "hidden": [32]} if name == "mlp_head" else {"n_estimators": 20}
+    out = train_model(
+        demo,
+        features="handcrafted94",
+        model=name,
+        out=tmp_path / name,
+        cache=cache,
+        jobs=1,
+        model_params=params,
+    )
+    expected = (
+        {"weights.safetensors", "model.json"} if name == "mlp_head" else {"estimator.skops", "model.json"}
+    )
+    assert {p.name for p in out.iterdir()} == expected
+    card = json.loads((out / "model.json").read_text())
+    if name == "mlp_head":  # neural heads early-stop on whole held-out speakers
+        assert card["trained_on"]["n_valid"] > 0
+        assert card["trained_on"]["n_train"] + card["trained_on"]["n_valid"] == len(demo)
+    model = load_model(out, cache=cache)
+    X = FeatureStore(cache).load(demo, "handcrafted94").X[:6]
+    a = model.estimator.predict_proba(X)
+    b = load_model(out, cache=cache).estimator.predict_proba(X)
+    np.testing.assert_allclose(a, b, atol=1e-7)  # torch CPU kernels round alike to ~1e-8 across calls
+    assert a.shape == (6, len(model.classes))
+
+
+def test_split_training_part_and_leaderboard_link(demo, cache, tmp_path):
+    split = make_split(demo, "speaker-4fold", seed=0)
+    results = tmp_path / "results"
+    run_bench(
+        demo, split, features=["handcrafted94"], models="logreg", results_dir=results, cache=cache, jobs=1
+    )
+    out = train_model(
+        demo,
+        features="handcrafted94",
+        model="logreg",
+        out=tmp_path / "lr",
+        split=split,
+        fold=1,
+        cache=cache,
+        results_dir=results,
+    )
+    card = json.loads((out / "model.json").read_text())
+    f = split.folds[1]
+    assert card["trained_on"]["split_id"] == split.id and card["trained_on"]["fold"] == 1
+    assert card["trained_on"]["n_train"] == len(f.train) + len(
+        f.valid
+    )  # classic: train + valid, as the runner
+    assert card["leaderboard"] == str((split_dir(results, demo, split) / "leaderboard.html").resolve())
+    # the fold-1 model predicts the fold-1 test part exactly as the benchmark unit did
+    stored = pd.read_parquet(unit_paths(split_dir(results, demo, split), "handcrafted94", "logreg", 1)[1])
+    model = load_model(out, cache=cache)
+    paths = demo.set_index("utt_id").loc[list(stored["utt_id"]), "path"].tolist()
+    df, _ = predict_files(model, paths, jobs=1)
+    assert df["label"].tolist() == stored["y_pred"].tolist()
+
+
+def test_frame_head_on_whisper_frames_round_trips(demo, tmp_path):
+    folder = make_tiny_whisper(tmp_path / "tiny")
+    params = {"whisper-x": {"weights": str(folder), "frame_layers": [1]}}
+    cache = tmp_path / "cache"
+    out = train_model(
+        demo,
+        features="whisper-x@1",
+        model="attn_pool",
+        out=tmp_path / "ap",
+        cache=cache,
+        jobs=1,
+        model_params={"max_epochs": 2},
+        extractor_params=params["whisper-x"],
+    )
+    model = load_model(out, cache=cache)
+    assert model.uses_whisper and model.card["input"] == "frames"
+    p = model.predict_proba_signals([load_audio(demo["path"][0])])
+    assert p.shape == (1, len(model.classes)) and abs(p.sum() - 1) < 1e-6
+
+
+def test_cli_train_and_predict(demo_root, cache, tmp_path, capsys):
+    out = tmp_path / "cli-model"
+    assert main(["train", "--corpus", "demo", "--root", str(demo_root), "--features", "handcrafted94",
+                 "--model", "logreg", "--out", str(out), "--cache", str(cache), "--json"]) == 0  # fmt: skip
+    assert json.loads(capsys.readouterr().out)["features"] == "handcrafted94"
+    one = sorted(demo_root.rglob("*.wav"))[0]
+    assert main(["predict", str(one), "--model", str(out), "--cache", str(cache), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert len(got["predictions"]) == 1 and got["predictions"][0]["path"] == str(one)
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for p in sorted(demo_root.rglob("*.wav"))[:5]:
+        shutil.copy(p, folder / p.name)
+    (folder / "broken.wav").write_bytes(b"RIFF....WAVE")
+    csv = tmp_path / "pred.csv"
+    assert main(["predict", str(folder), "--model", str(out), "--cache", str(cache), "--out", str(csv)]) == 3
+    df = pd.read_csv(csv)
+    assert len(df) == 5 and "broken.wav" in capsys.readouterr().err
+    assert main(["predict", str(one), "--model", str(tmp_path / "nowhere")]) == 2
+    assert "no model.json" in capsys.readouterr().err
+
+
+def test_predict_one_clip_is_fast_after_start_up(svm_dir, cache, demo_root, tmp_path):
+    model = load_model(svm_dir, cache=cache)
+    y = np.concatenate([load_audio(p) for p in sorted(demo_root.rglob("*.wav"))[:4]])[: 4 * 16000]
+    path = tmp_path / "four.wav"
+    sf.write(path, y, 16000)
+    predict_files(model, [path])  # warm: first-call costs (numba, filter banks)
+    t0 = time.perf_counter()
+    predict_files(model, [path])
+    assert time.perf_counter() - t0 < 0.2
