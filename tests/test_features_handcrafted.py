@@ -213,7 +213,9 @@ def test_egemaps_nan_is_an_audio_error_not_a_zero():
         ex.extract(tone(1.0))
 
 
-@pytest.mark.parametrize("n", [500, 1024, 1025, 2049, 16000, 40000, 59001])
+@pytest.mark.parametrize(
+    "n", [500, 1024, 1025, 2049, 16000, 40000, 59001, 512 * 512, 700_001]
+)  # last two: blocks
 def test_lean_stft_equals_librosa(n: int) -> None:
     """The extractor's own STFT is bit-identical to librosa.stft(n_fft=2048, hop_length=512)."""
     import librosa

@@ -6,6 +6,7 @@ the file and the reason; batch callers collect those into a report (see :func:`l
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 from collections.abc import Iterable, Iterator
@@ -18,7 +19,16 @@ import soxr
 
 from sertool.exceptions import AudioError, ParameterError
 
-__all__ = ["DEFAULT_SR", "AudioInfo", "audio_info", "file_sha1", "load_audio", "load_many", "validate_signal"]
+__all__ = [
+    "DEFAULT_SR",
+    "AudioInfo",
+    "audio_info",
+    "file_sha1",
+    "load_audio",
+    "load_many",
+    "missing_file_reason",
+    "validate_signal",
+]
 
 DEFAULT_SR = 16000
 #: Audio file extensions every corpus adapter accepts.
@@ -228,6 +238,21 @@ def load_many(
 def is_audio_file(path: str | os.PathLike) -> bool:
     """Whether a path has an audio extension sertool adapters accept (case-insensitive)."""
     return Path(path).suffix.lower() in AUDIO_EXTENSIONS
+
+
+def missing_file_reason(path: str | os.PathLike) -> str:
+    """Why ``path`` is not a readable regular file: missing, a folder, a broken or looping symbolic link."""
+    p = os.fspath(path)
+    if os.path.islink(p):
+        try:
+            os.stat(p)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return "symbolic link loop (too many levels of symbolic links)"
+            return f"broken symbolic link (target {os.readlink(p)!r} missing)"
+    if os.path.isdir(p):
+        return "is a folder, not a file"
+    return "file does not exist"
 
 
 def _unreadable_reason(path: str | os.PathLike, exc: BaseException) -> str:

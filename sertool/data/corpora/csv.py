@@ -23,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 
+from sertool.data.audio import missing_file_reason
 from sertool.data.corpora.base import CorpusAdapter, SkippedFile, UtteranceRow, register
 from sertool.data.labels import CANONICAL_LABELS
 from sertool.exceptions import CorpusError, ParameterError
@@ -168,7 +169,7 @@ class CsvAdapter(CorpusAdapter):
         path = Path(rel).expanduser()
         path = path if path.is_absolute() else root / path
         if not path.is_file():
-            return SkippedFile(str(path), f"{where}: file does not exist")
+            return SkippedFile(str(path), f"{where}: {missing_file_reason(path)}")
         raw = rec["label"]
         label = self.label_map.get(raw, raw.lower())
         if label not in CANONICAL_LABELS:
