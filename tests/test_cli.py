@@ -139,3 +139,39 @@ def test_features_status(demo_root: Path, tmp_path: Path, capsys):
     assert main(["features", "--status", "--cache", str(cache), "--json"]) == EXIT_OK
     (row,) = json.loads(capsys.readouterr().out)
     assert row["extractor"] == "mfcc40" and row["n_rows"] == 96 and row["complete"]
+
+
+def test_more_bad_inputs_give_one_line_and_exit_2(demo_root: Path, tmp_path: Path, capsys, monkeypatch):
+    """An empty corpus folder, a table whose labels are all outside the label set, and a saved split made from
+    another manifest: each one clear line, exit 2, no traceback."""
+    import numpy as np
+    import soundfile as sf
+
+    from sertool.data.manifest import build_manifest
+    from sertool.splits import make_split
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    table = tmp_path / "bored"
+    table.mkdir()
+    for i in range(4):
+        sf.write(table / f"c{i}.wav", (0.1 * np.sin(np.arange(16000) / (3 + i))).astype(np.float32), 16000)
+    (table / "labels.csv").write_text(
+        "path,label,speaker\n" + "".join(f"c{i}.wav,bored,s{i}\n" for i in range(4))
+    )
+    other = build_manifest("demo", demo_root).manifest
+    other.loc[other.index[0], "label"] = "sad" if other["label"].iloc[0] != "sad" else "happy"  # relabelled
+    make_split(other, "speaker-2fold", seed=0).save(tmp_path / "foreign.json")
+    cases = [
+        (["manifest", "--corpus", "ravdess", "--root", str(tmp_path / "empty")], "no usable utterance"),
+        (["manifest", "--corpus", "csv", "--root", str(table)], "no usable utterance"),
+        (
+            ["bench", "--corpus", "demo", "--root", str(demo_root), "--split", f"file:{tmp_path / 'foreign.json'}",
+             "--models", "logreg", "--cache", str(tmp_path / "c")],
+            "manifest",
+        ),
+    ]  # fmt: skip
+    for argv, message in cases:
+        assert main(argv) == EXIT_ERROR, argv
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err, (argv, err)

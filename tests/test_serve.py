@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
@@ -42,10 +43,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(model):
-    """The app on 127.0.0.1 in a background thread; a fake transcriber stands in for Whisper's."""
-    app = create_app(model, max_bytes=MAX_BYTES, transcriber=lambda y: f"{y.shape[0]} samples heard")
+@contextlib.contextmanager
+def _running(app):
+    """``app`` served on 127.0.0.1 in a background thread; yields its base URL."""
     port = _free_port()
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -55,9 +55,20 @@ def server(model):
         if time.time() > deadline or not thread.is_alive():
             pytest.fail("the server did not start")
         time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(model):
+    """The app with a fake transcriber standing in for Whisper's."""
+    with _running(
+        create_app(model, max_bytes=MAX_BYTES, transcriber=lambda y: f"{y.shape[0]} samples heard")
+    ) as url:
+        yield url
 
 
 def _post(url: str, name: str, data: bytes) -> tuple[int, dict]:
@@ -118,6 +129,26 @@ def test_page_and_leaderboard_routes(server, model):
     assert err.value.code == 404
     with urllib.request.urlopen(server + "/api/model", timeout=10) as r:
         assert json.loads(r.read())["model"] == "logreg"
+
+
+def test_page_links_the_leaderboard_of_the_run(demo_root, tmp_path):
+    from sertool.bench.runner import run_bench
+    from sertool.splits import make_split
+
+    demo = build_manifest("demo", demo_root).manifest
+    split = make_split(demo, "speaker-4fold", seed=0)
+    results, cache = tmp_path / "results", tmp_path / "cache"
+    run_bench(demo, split, features=["handcrafted94"], models="gnb", results_dir=results, cache=cache, jobs=1)
+    out = train_model(
+        demo, features="handcrafted94", model="gnb", out=tmp_path / "m", split=split, cache=cache,
+        results_dir=results,
+    )  # fmt: skip
+    with _running(create_app(load_model(out, cache=cache), transcriber=lambda y: None)) as url:
+        with urllib.request.urlopen(url + "/", timeout=10) as r:
+            assert 'id="leaderboard" href="/leaderboard"' in r.read().decode()
+        with urllib.request.urlopen(url + "/leaderboard", timeout=10) as r:
+            board = r.read().decode()
+    assert "<html" in board.lower() and "gnb" in board
 
 
 def test_serve_binds_to_localhost_by_default():
