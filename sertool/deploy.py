@@ -42,6 +42,7 @@ import pandas as pd
 
 from sertool.data.audio import load_audio
 from sertool.exceptions import AudioError, ParameterError, SertoolError
+from sertool.provenance import json_safe, package_versions
 
 __all__ = [
     "MODEL_FORMAT",
@@ -102,34 +103,12 @@ def _sha256(path: Path) -> str:
 
 
 def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for name in _CHECKED_PACKAGES:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            continue
-    return out
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if obj is None or isinstance(obj, bool | int | float | str):
-        return obj
-    return repr(obj)
+    return package_versions(_CHECKED_PACKAGES)
 
 
 def _plain_params(est: Any) -> dict[str, Any]:
     """An estimator's own parameters, JSON-safe (tuples become lists; restored by :func:`_restore_params`)."""
-    return {k: _json_safe(v) for k, v in est.get_params(deep=False).items()}
+    return {k: json_safe(v) for k, v in est.get_params(deep=False).items()}
 
 
 def _restore_params(est: Any, params: dict[str, Any]) -> dict[str, Any]:
@@ -290,10 +269,10 @@ def train_model(
         "seed": seed,
         "features": view.name,
         "extractor": {
-            **_json_safe(extractor.identity()),
-            "default_layers": _json_safe(extractor.default_layers),
-            "frame_layers": _json_safe(getattr(extractor, "frame_layers", None)),
-            "build_params": _json_safe({k: v for k, v in eparams.items() if k not in ("device", "cache")}),
+            **json_safe(extractor.identity()),
+            "default_layers": json_safe(extractor.default_layers),
+            "frame_layers": json_safe(getattr(extractor, "frame_layers", None)),
+            "build_params": json_safe({k: v for k, v in eparams.items() if k not in ("device", "cache")}),
         },
         "classes": classes,
         "label_scheme": manifest.attrs.get("label_scheme", "native-v1"),

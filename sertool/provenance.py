@@ -10,7 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-__all__ = ["environment"]
+__all__ = ["environment", "json_safe", "package_versions"]
 
 _PACKAGES = (
     "sertool",
@@ -29,6 +29,35 @@ _PACKAGES = (
     "lightgbm",
     "joblib",
 )
+
+
+def package_versions(names: tuple[str, ...] = _PACKAGES) -> dict[str, str]:
+    """Installed versions of ``names`` (absent packages left out)."""
+    out: dict[str, str] = {}
+    for name in names:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with numpy scalars and arrays as Python values, tuples as lists, keys as strings, and anything
+    else that JSON cannot hold as its ``repr``."""
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    return repr(obj)
 
 
 @lru_cache(maxsize=1)
@@ -65,12 +94,7 @@ def environment() -> dict[str, Any]:
     dict
         ``sertool, git_commit, python, platform, packages`` (name -> version, installed ones only).
     """
-    pkgs: dict[str, str] = {}
-    for name in _PACKAGES:
-        try:
-            pkgs[name] = version(name)
-        except PackageNotFoundError:
-            continue
+    pkgs = package_versions()
     return {
         "sertool": pkgs.get("sertool", "0+unknown"),
         "git_commit": _git_commit(),

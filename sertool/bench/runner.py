@@ -35,7 +35,7 @@ from sklearn.base import clone
 from sertool.data.labels import CANONICAL_LABELS
 from sertool.data.manifest import manifest_hash
 from sertool.exceptions import ParameterError, SertoolError
-from sertool.provenance import environment
+from sertool.provenance import environment, json_safe
 
 __all__ = ["BenchReport", "UnitResult", "class_order", "run_bench", "split_dir", "unit_paths"]
 
@@ -114,21 +114,9 @@ def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, float | int | str | bool) or obj is None:
-        return obj
-    return repr(obj)
-
-
 def _model_params(est: Any) -> dict[str, Any]:
     try:
-        return _json_safe(est.get_params(deep=False))
+        return json_safe(est.get_params(deep=False))
     except Exception:  # pragma: no cover - estimators without get_params are not registered
         return {}
 
@@ -488,12 +476,12 @@ def _fit_score(
         "n_train": len(fit_ids),
         "n_valid": len(valid) if neural else 0,
         "n_test": len(test),
-        "metrics": _json_safe(metrics),
+        "metrics": json_safe(metrics),
         "fit_seconds": round(fit_s, 4),
         "predict_seconds": round(pred_s, 4),
         "device": device if "device" in est.get_params(deep=False) else "cpu",
         "tuned": best_params is not None,
-        "best_params": _json_safe(best_params),
+        "best_params": json_safe(best_params),
         "provenance": ctx.env,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
