@@ -2,11 +2,12 @@
 
 Reference: one uninterrupted ``features`` (handcrafted94, mfcc40) and one uninterrupted ``bench`` (4 models,
 speaker-4fold) on the demo corpus. Then, for each of ``--kills`` rounds, a fresh process is started on the
-*same* (partial) cache or results folder and killed with SIGKILL after a random delay drawn from the
-reference run's wall time past its start-up (seeded); a round counts only if the process was still running when
-killed, and when a round finishes instead, the state is wiped so the next round has work to interrupt. After
-every kill the partial state is checked: every row the cache returns equals the reference row, and every
-stored bench unit is complete JSON with readable predictions (a kill "survived" when that holds). Finally the
+*same* (partial) cache or results folder and killed with SIGKILL at a random point of its work (once a random
+number of shards or units is on disk, plus 0-0.2 s: between or during writes; seeded); a round counts only if
+the process was still running when killed, and a complete state is wiped so the next round has work to
+interrupt. After every kill the partial state is checked: every row the cache returns equals the reference
+row, and every stored bench unit is complete JSON with readable predictions (a kill "survived" when that
+holds). Finally the
 runs are completed without interruption and compared with the references: the same cached rows (no
 duplicates, none missing) and the same leaderboard CSV apart from the wall-clock ``fit_seconds`` column, with
 no temporary files left.
@@ -58,25 +59,29 @@ def _bench(root: Path, cache: Path, results: Path) -> list[str]:
                 "--jobs", "1", "--json")  # fmt: skip
 
 
-def _timed(cmd: list[str]) -> float:
-    t = time.perf_counter()
+def _run(cmd: list[str]) -> None:
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - t
 
 
 def _kill_rounds(
-    cmd: list[str], n: int, t_start: float, t_ref: float, rng: random.Random, check, reset
+    cmd: list[str], n: int, total: int, progress, rng: random.Random, check, reset
 ) -> tuple[int, int, list]:
-    """Start ``cmd`` on the same state again and again, SIGKILL it after start-up plus a random part of the
-    work; a process that finished first is no kill, and when the state is complete it is ``reset`` so that
-    the next process has work to be interrupted in."""
+    """Start ``cmd`` on the same state again and again and SIGKILL it at a random point of its work: once
+    ``progress()`` (shards or units on disk) reaches a random target in ``0..total-1``, after a further random
+    0-0.2 s (mid-write or between writes). A process that finished first is no kill; when the state is
+    complete it is ``reset`` so that the next process has work to be interrupted in."""
     kills = survived = 0
     notes = []
     while kills < n:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(t_start + rng.uniform(0.0, 1.0) * max(t_ref - t_start, 0.2))
-        if proc.poll() is not None:  # finished first: not a kill; start the work again
+        if progress() >= total:
             reset()
+        target = rng.randint(0, total - 1)
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 300
+        while proc.poll() is None and progress() < target and time.time() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.2))
+        if proc.poll() is not None:  # finished first: not a kill
             continue
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -107,7 +112,7 @@ def main() -> int:
 
     # ---------------------------------------------------------------- features
     ref_cache, cache = work / "ref-cache", work / "cache"
-    t_feat = _timed(_features(root, ref_cache))
+    _run(_features(root, ref_cache))
     ref = {e: FeatureStore(ref_cache).load(manifest, e) for e in EXTRACTORS}
     ref_rows = {e: dict(zip(ref[e].utt_ids, ref[e].X, strict=True)) for e in EXTRACTORS}
 
@@ -126,12 +131,15 @@ def main() -> int:
             return False, shards
         return True, shards
 
-    t_feat_start = _timed(_features(root, ref_cache))  # everything cached: start-up and the check only
+    def shards_done() -> int:
+        return len(list(cache.rglob("part-*.parquet.done"))) if cache.exists() else 0
+
+    n_shards = len(list(ref_cache.rglob("part-*.parquet.done")))
     kills, ok, shards = _kill_rounds(
-        _features(root, cache), args.kills, 0.8 * t_feat_start, t_feat, rng, check_cache,
+        _features(root, cache), args.kills, n_shards, shards_done, rng, check_cache,
         lambda: shutil.rmtree(cache, ignore_errors=True),
     )  # fmt: skip
-    subprocess.run(_features(root, cache), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _run(_features(root, cache))
     for e in EXTRACTORS:
         got = FeatureStore(cache).load(manifest, e)
         if got.utt_ids != ref[e].utt_ids or not np.array_equal(got.X, ref[e].X):
@@ -145,7 +153,7 @@ def main() -> int:
 
     # ---------------------------------------------------------------- bench (warm feature cache)
     ref_res, res = work / "ref-results", work / "results"
-    t_bench = _timed(_bench(root, ref_cache, ref_res))
+    _run(_bench(root, ref_cache, ref_res))
 
     def check_units() -> tuple[bool, int]:
         units = list(res.rglob("runs/*/*/fold-*.json")) if res.exists() else []
@@ -160,23 +168,23 @@ def main() -> int:
             return False, len(units)
         return True, len(units)
 
-    t_bench_start = _timed(_bench(root, ref_cache, ref_res))  # every unit done: start-up and rendering only
+    def units_done() -> int:
+        return len(list(res.rglob("runs/*/*/fold-*.json"))) if res.exists() else 0
+
+    n_units = len(list(ref_res.rglob("runs/*/*/fold-*.json")))
     kills_b, ok_b, units = _kill_rounds(
-        _bench(root, ref_cache, res), args.kills, 0.8 * t_bench_start, t_bench, rng, check_units,
+        _bench(root, ref_cache, res), args.kills, n_units, units_done, rng, check_units,
         lambda: shutil.rmtree(res, ignore_errors=True),
     )  # fmt: skip
-    subprocess.run(
-        _bench(root, ref_cache, res), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    _run(_bench(root, ref_cache, res))
 
     def board(base: Path) -> pd.DataFrame:
         return pd.read_csv(next(base.rglob("leaderboard.csv"))).drop(columns=["fit_seconds"])
 
     if not board(res).equals(board(ref_res)):
         failures.append("bench: final leaderboard differs from the uninterrupted run")
-    n_units = len(list(res.rglob("runs/*/*/fold-*.json")))
-    if n_units != len(list(ref_res.rglob("runs/*/*/fold-*.json"))):
-        failures.append(f"bench: {n_units} units stored")
+    if units_done() != n_units:
+        failures.append(f"bench: {units_done()} units stored, {n_units} expected")
     if list(res.rglob("*.tmp*")):
         failures.append("bench: temporary files left in the results")
     print(f"bench: {kills_b} kills, {ok_b} survived (units on disk at the kills: {min(units)}-{max(units)})")
