@@ -3,7 +3,7 @@
 Reference: one uninterrupted ``features`` (handcrafted94, mfcc40) and one uninterrupted ``bench`` (4 models,
 speaker-4fold) on the demo corpus. Then, for each of ``--kills`` rounds, a fresh process is started on the
 *same* (partial) cache or results folder and killed with SIGKILL at a random point of its work (once a random
-number of shards or units is on disk, plus 0-0.2 s: between or during writes; seeded); a round counts only if
+number of new shards or units is on disk, plus 0-0.2 s: between or during writes; seeded); a round counts only if
 the process was still running when killed, and a complete state is wiped so the next round has work to
 interrupt. After every kill the partial state is checked: every row the cache returns equals the reference
 row, and every stored bench unit is complete JSON with readable predictions (a kill "survived" when that
@@ -66,16 +66,17 @@ def _run(cmd: list[str]) -> None:
 def _kill_rounds(
     cmd: list[str], n: int, total: int, progress, rng: random.Random, check, reset
 ) -> tuple[int, int, list]:
-    """Start ``cmd`` on the same state again and again and SIGKILL it at a random point of its work: once
-    ``progress()`` (shards or units on disk) reaches a random target in ``0..total-1``, after a further random
-    0-0.2 s (mid-write or between writes). A process that finished first is no kill; when the state is
+    """Start ``cmd`` on the same state again and again and SIGKILL it at a random point of its work: after it
+    has written a random number k >= 1 of the shards or units still missing (``progress()`` counts those on
+    disk), plus a random 0-0.2 s (mid-write or between writes). A process that finished first is no kill; when the state is
     complete it is ``reset`` so that the next process has work to be interrupted in."""
     kills = survived = 0
     notes = []
     while kills < n:
         if progress() >= total:
             reset()
-        target = rng.randint(0, total - 1)
+        base = progress()
+        target = base + rng.randint(1, total - base)  # this process's k-th new shard/unit, k >= 1
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.time() + 300
         while proc.poll() is None and progress() < target and time.time() < deadline:
