@@ -433,8 +433,12 @@ def extract_features(
         backend == "threads" or (backend == "auto" and extractor.thread_safe and n_jobs <= THREADS_UP_TO)
     )
     size = int(shard_size)
-    if processes:  # at least ~4 shards per process, so the last ones do not leave a process idle
-        size = max(1, min(size, -(-len(missing) // (4 * n_jobs))))
+    if processes:
+        # enough shards that the last ones do not leave a job idle: ~4 per process (static start-up order),
+        # ~2 per thread (threads pick up work as they free; fewer shards, fewer writes: 200 RAVDESS clips ran
+        # at 238 vs 211 clips/s, medians of 5, with 2 vs 4 per thread)
+        per_job = 2 if threads else 4
+        size = max(1, min(size, -(-len(missing) // (per_job * n_jobs))))
     tasks = _tasks(missing, size, longest_first=scheduler is not None or processes)
     report = ExtractionReport(extractor.key, len(manifest), len(manifest) - len(missing), 0)
     log.info(
