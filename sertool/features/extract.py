@@ -382,9 +382,9 @@ def extract_features(
     cache : FeatureStore or path
         The cache (a folder is opened as a :class:`FeatureStore`).
     jobs : int, optional
-        Processes computing at once for extractors with ``parallel_processes = True`` (this one included);
-        -1 (default) uses every core, 1 runs in this process only. Ignored by in-process extractors and with
-        ``scheduler``.
+        Shards computed at once (threads or processes, see ``backend``) for extractors with
+        ``parallel_processes = True``; -1 (default) uses every core, 1 runs in this process only. Ignored by
+        in-process extractors and with ``scheduler``.
     shard_size : int, optional
         Most clips per shard (the unit of work, of writing, and of what a kill can lose). With several
         processes, shards are made smaller when needed to give each process at least about four.
