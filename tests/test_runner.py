@@ -122,6 +122,21 @@ run_bench(m, s, features=["handcrafted94"], models={MODELS!r}, results_dir={str(
     assert not list(runs.rglob("*.tmp"))
 
 
+def test_temporary_files_of_a_killed_writer_are_removed(demo, split, tmp_path):
+    """A kill during a unit's atomic write leaves ``.fold-K.json.<pid>.tmp``; the run that redoes the unit
+    removes it (it holds the unit's lock, so no live writer owns it)."""
+    base = tmp_path / "results" / "demo" / split.id
+    jpath, ppath = unit_paths(base, "handcrafted94", "gnb", 1)
+    jpath.parent.mkdir(parents=True)
+    stale = [jpath.with_name(f".{jpath.name}.999999.tmp"), ppath.with_name(f".{ppath.name}.999999.tmp")]
+    for f in stale:
+        f.write_bytes(b"half a file")
+    report = _run(demo, split, tmp_path, models="gnb")
+    assert report.counts == {"done": 4}
+    assert not any(f.exists() for f in stale) and not list(base.rglob("*.tmp"))
+    assert json.loads(jpath.read_text())["fold"] == 1
+
+
 def test_leaky_split_is_refused_before_training(demo, split, tmp_path):
     fold = split.folds[0]
     leaky_train = (*fold.train, fold.test[0])

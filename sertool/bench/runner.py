@@ -356,6 +356,10 @@ def _run_unit(
     except Timeout:
         return UnitResult(view, name, k, "skipped", reason="another process is running this unit")
     try:
+        # temporary files of this unit can only be a killed writer's now that we hold its lock
+        for stale in [*jpath.parent.glob(f".{jpath.name}.*.tmp"), *jpath.parent.glob(f".{ppath.name}.*.tmp")]:
+            log.warning("removing %s, left by a killed run", stale)
+            stale.unlink(missing_ok=True)
         if jpath.exists() and not ctx.force:  # finished by another process while we waited
             meta = json.loads(jpath.read_text())
             return UnitResult(view, name, k, "cached", meta["metrics"]["ua"], meta["metrics"]["wa"])
