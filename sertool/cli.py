@@ -104,6 +104,14 @@ def _dict_or_json(value: Any, flag: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else _json_arg(value, flag)
 
 
+def _split_from_args(args: argparse.Namespace, manifest: Any) -> Any:
+    """The split of ``--split`` / ``--split-params`` / ``--seed`` / ``--valid-fraction`` (bench and train)."""
+    from sertool.splits import make_split
+
+    params = _json_arg(args.split_params, "--split-params")
+    return make_split(manifest, args.split, seed=args.seed, valid_fraction=args.valid_fraction, **params)
+
+
 def _progress(total: int, desc: str) -> tuple[Callable[[int], None], Callable[[], None]]:
     """A tqdm bar on stderr (hidden when not a terminal); returns (update, close)."""
     from tqdm import tqdm
@@ -220,14 +228,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Train and score every model on every feature view and fold of one saved split."""
     from sertool.bench.runner import run_bench
     from sertool.models.registry import resolve_models
-    from sertool.splits import make_split
 
     models_arg: Any = args.models if args.models in ("all", "classic", "neural") else args.models.split(",")
     resolve_models(models_arg)  # fail on a misspelt model before scanning the corpus
     built = _manifest_from_args(args)
     manifest = _schemed(built.manifest, args.scheme)
-    params = _json_arg(args.split_params, "--split-params")
-    split = make_split(manifest, args.split, seed=args.seed, valid_fraction=args.valid_fraction, **params)
+    split = _split_from_args(args, manifest)
     features = [f.strip() for f in args.features.split(",") if f.strip()]
     models = models_arg
     from tqdm import tqdm
@@ -279,20 +285,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     """Fit one model on one feature view (all data, or a split's training part) and save it."""
     from sertool.deploy import train_model
     from sertool.models.registry import get_model
-    from sertool.splits import Split, make_split
 
     get_model(args.model)  # a misspelt model fails before the corpus is scanned
     built = _manifest_from_args(args)
     manifest = _schemed(built.manifest, args.scheme)
-    split = None
-    if args.split:
-        if args.split.startswith("file:"):
-            split = Split.load(args.split[5:], manifest=manifest)
-        else:
-            params = _json_arg(args.split_params, "--split-params")
-            split = make_split(
-                manifest, args.split, seed=args.seed, valid_fraction=args.valid_fraction, **params
-            )
+    # the split exactly as `sertool bench` makes it, so the model links that run's leaderboard
+    split = _split_from_args(args, manifest) if args.split else None
     out = train_model(
         manifest,
         features=args.features,
