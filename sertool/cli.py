@@ -116,6 +116,8 @@ def _progress(total: int, desc: str) -> tuple[Callable[[int], None], Callable[[]
     """A tqdm bar on stderr (hidden when not a terminal); returns (update, close)."""
     from tqdm import tqdm
 
+    # no monitor thread: extraction forks its workers only from a process without other Python threads
+    tqdm.monitor_interval = 0
     bar = tqdm(total=total, desc=desc, unit="clip", disable=not sys.stderr.isatty(), leave=True)
     return bar.update, bar.close
 
@@ -442,8 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--backend",
         default="auto",
-        choices=["auto", "threads", "processes"],
-        help="how --jobs runs CPU extractors (auto: threads for thread-safe ones on up to 4 jobs)",
+        choices=["auto", "fork", "threads", "processes"],
+        help="how --jobs runs CPU extractors (auto: forked workers on Linux where safe, else threads or processes)",
     )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--scheduler", default=None, help="Dask scheduler address to run extraction on a cluster")

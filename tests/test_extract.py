@@ -102,7 +102,7 @@ def test_processes_and_in_process_fill_identical_caches(tmp_path, corpus, monkey
 
 
 @pytest.mark.parametrize("name", ["handcrafted94", "mfcc40"])
-def test_thread_backend_is_the_default_and_fills_an_identical_cache(tmp_path, corpus, monkeypatch, name):
+def test_thread_backend_fills_an_identical_cache(tmp_path, corpus, monkeypatch, name):
     import threading
 
     import sertool.features.extract as extract_mod
@@ -115,7 +115,9 @@ def test_thread_backend_is_the_default_and_fills_an_identical_cache(tmp_path, co
         return real_run(*args)
 
     monkeypatch.setattr(extract_mod, "_run_task", spy_run)
-    a = extract_features(corpus, get_extractor(name), cache=tmp_path / "a", jobs=2, shard_size=2)
+    a = extract_features(
+        corpus, get_extractor(name), cache=tmp_path / "a", jobs=2, shard_size=2, backend="threads"
+    )
     assert len(threads) == 2 and all(t.startswith("sertool-extract") for t in threads), threads
     b = extract_features(corpus, get_extractor(name), cache=tmp_path / "b", jobs=1, shard_size=16)
     assert a.n_computed == b.n_computed == 16
@@ -126,9 +128,63 @@ def test_thread_backend_is_the_default_and_fills_an_identical_cache(tmp_path, co
         assert len(fa) == 16 and all(np.array_equal(x, y) for x, y in zip(fa, fb, strict=True))
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fork backend is auto on Linux only")
+@pytest.mark.parametrize("name", ["handcrafted94", "mfcc40"])
+def test_fork_backend_is_auto_when_single_threaded_and_fills_an_identical_cache(tmp_path, corpus, name):
+    import threading
+
+    import sertool.features.extract as extract_mod
+
+    if threading.active_count() > 1:  # another test left a thread (loky, Dask): auto takes threads then
+        extract_mod._reap_fork_pool()
+    auto = None
+    if threading.active_count() == 1:
+        extract_mod._LAST_FORK_POOL = None
+        auto = extract_features(corpus, get_extractor(name), cache=tmp_path / "auto", jobs=2, shard_size=2)
+        assert extract_mod._LAST_FORK_POOL is not None  # auto forked
+    forked = extract_features(
+        corpus, get_extractor(name), cache=tmp_path / "fork", jobs=2, shard_size=2, backend="fork"
+    )
+    ref = extract_features(corpus, get_extractor(name), cache=tmp_path / "ref", jobs=1, shard_size=16)
+    assert forked.n_computed == ref.n_computed == 16
+    stores = [FeatureStore(tmp_path / d) for d in (["fork", "ref"] + (["auto"] if auto else []))]
+    xs = [st.load(corpus, name).X for st in stores]
+    for x in xs[1:]:
+        np.testing.assert_array_equal(xs[0], x)
+    if name == "mfcc40":
+        frames = [st.load(corpus, name, output="frames").X for st in stores]
+        assert all(np.array_equal(a, b) for f in frames[1:] for a, b in zip(frames[0], f, strict=True))
+
+
+def test_fork_workers_compute_in_other_processes(tmp_path, corpus, monkeypatch):
+    """Every shard of a fork run comes from a forked worker, which inherited the warmed-up extractor."""
+    import sertool.features.extract as extract_mod
+
+    results = []
+    real = extract_mod._forked
+
+    def spy(*args):
+        for res in real(*args):
+            results.append(res)
+            yield res
+
+    monkeypatch.setattr(extract_mod, "_forked", spy)
+    ex = get_extractor("handcrafted94")
+    calls = []
+    real_warm = ex.warm_up
+    monkeypatch.setattr(ex, "warm_up", lambda: (calls.append(os.getpid()), real_warm()))
+    rep = extract_features(corpus, ex, cache=tmp_path, jobs=2, shard_size=3, backend="fork")
+    assert rep.n_computed == 16 and len(results) == 6
+    pids = {r.pid for r in results}
+    assert os.getpid() not in pids and 1 <= len(pids) <= 2
+    assert calls == [os.getpid()]  # warmed up once, in this process, before forking
+
+
 def test_backend_is_validated(tmp_path, corpus):
     with pytest.raises(ParameterError, match="backend"):
         extract_features(corpus, get_extractor("mfcc40"), cache=tmp_path, backend="gpu")
+    with pytest.raises(ParameterError, match="fork-safe"):
+        extract_features(corpus, get_extractor("egemaps"), cache=tmp_path, backend="fork")
 
 
 def test_dask_cluster_gives_identical_output(tmp_path, corpus):
@@ -386,3 +442,53 @@ def test_decoding_pool_path_equals_plain_path(tmp_path, corpus, demo_root):
     b = FeatureStore(tmp_path / "b").load(manifest, "test-decoded", allow_missing=True)
     assert a.utt_ids == b.utt_ids and len(a.utt_ids) == len(manifest) - 1
     np.testing.assert_array_equal(a.X, b.X)
+
+
+FORK_RUNNER = textwrap.dedent(
+    """
+    import multiprocessing, os, signal, sys
+    import pandas as pd
+    from sertool.features import get_extractor
+    from sertool.features.extract import extract_features
+    manifest = pd.read_parquet(sys.argv[1])
+    def progress(n):
+        with open(sys.argv[3], "w") as fh:
+            fh.write(" ".join(str(p.pid) for p in multiprocessing.active_children()))
+        os.kill(os.getpid(), signal.SIGKILL)
+    extract_features(manifest, get_extractor("handcrafted94"), cache=sys.argv[2], jobs=2, shard_size=2,
+                     backend="fork", progress=progress)
+    """
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_forked_workers_die_with_a_killed_parent(tmp_path, corpus):
+    """kill -9 of the parent ends its forked workers too (they would otherwise wait on a pipe forever)."""
+    import time
+
+    script, mpath, pid_file = tmp_path / "fork_runner.py", tmp_path / "m.parquet", tmp_path / "pids"
+    script.write_text(FORK_RUNNER)
+    corpus.to_parquet(mpath)
+    with open(tmp_path / "log", "w") as log:  # a file, not a pipe: orphans holding it cannot stall the test
+        proc = subprocess.run(
+            [sys.executable, str(script), str(mpath), str(tmp_path / "cache"), str(pid_file)],
+            cwd=REPO,
+            stdout=log,
+            stderr=log,
+            timeout=300,
+        )
+    assert proc.returncode == -signal.SIGKILL, (tmp_path / "log").read_text()
+    pids = [int(p) for p in pid_file.read_text().split()]
+    assert len(pids) == 2
+
+    def alive(pid: int) -> bool:
+        try:
+            with open(f"/proc/{pid}/stat") as fh:
+                return fh.read().split(") ")[-1][0] != "Z"  # a zombie has ended
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 10
+    while any(map(alive, pids)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(map(alive, pids)), pids

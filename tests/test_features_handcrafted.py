@@ -69,6 +69,27 @@ def test_reference_is_the_five_calls_in_order():
     assert ref[93] == pytest.approx(float(librosa.feature.spectral_centroid(y=y, sr=SR).mean()), rel=1e-6)
 
 
+def test_chroma_filters_are_librosas_exactly_for_every_tuning():
+    from sertool.features.handcrafted import chroma_filters
+
+    for tuning in np.linspace(-0.5, 0.5, 101):  # every value librosa's 0.01-resolution estimate can return
+        ref = librosa.filters.chroma(sr=SR, n_fft=2048, tuning=float(tuning), n_chroma=12)
+        got = chroma_filters(float(tuning))
+        assert got.dtype == ref.dtype and got.shape == ref.shape == (12, 1025)
+        np.testing.assert_array_equal(got, ref)
+
+
+def test_pitch_tuning_is_librosas_exactly(rng):
+    from sertool.features.handcrafted import _pitch_tuning
+
+    for k in range(400):
+        f = rng.uniform(20, 4000, int(rng.integers(1, 300))).astype(np.float32)
+        if k % 2:  # near-equal-tempered pitches, so residuals pile up on and near histogram edges
+            steps = rng.integers(-30, 30, 50) + rng.choice([0.0, 0.005, -0.005, 0.01, 0.5], 50)
+            f = (440.0 * 2 ** (steps / 12)).astype(np.float32)
+        assert _pitch_tuning(f) == librosa.pitch_tuning(f, resolution=0.01, bins_per_octave=12)
+
+
 @pytest.mark.filterwarnings("ignore:n_fft=2048 is too large")
 def test_estimate_tuning_is_librosas_exactly(rng):
     for k, y in enumerate(synthetic_signals(rng)):

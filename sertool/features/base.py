@@ -69,6 +69,9 @@ class Extractor(ABC):
     #: Whether :meth:`extract` may run in several threads at once and spends most of its time in code that
     #: releases the GIL (numpy, BLAS, FFT), so a thread pool parallelises it without starting processes.
     thread_safe: bool = False
+    #: Whether worker processes may be forked from the calling process to run :meth:`extract` (plain
+    #: numpy/scipy/BLAS code: no torch, OpenMP, CUDA or open handles that a forked child must not touch).
+    fork_safe: bool = False
 
     @abstractmethod
     def params(self) -> dict[str, Any]:
@@ -100,6 +103,18 @@ class Extractor(ABC):
         Extractors that run on a fast accelerator override this; CPU extractors parallelise whole shards.
         """
         return 0
+
+    def warm_up(self) -> None:
+        """Run once on a short synthetic signal so one-time costs are paid here, not per worker.
+
+        librosa imports its submodules lazily (and numba compiles on import): the first :meth:`extract`
+        of a process took ~0.9 s. Forked workers inherit what the parent has done, so the fork backend
+        calls this in the parent before forking, instead of every worker paying it. The default runs
+        :meth:`extract` on 1 s of seeded noise at :attr:`sr`; extractors for which that is costly (models)
+        may override it with a no-op.
+        """
+        noise = np.random.default_rng(0).normal(0.0, 0.1, int(self.sr)).astype(np.float32)
+        self.extract(noise)
 
     def outputs(self) -> tuple[str, ...]:
         """Names of the outputs :meth:`extract` returns: ``"pooled"`` always, plus ``"frames"`` when the

@@ -5,12 +5,21 @@ missing, sorts them by duration, cuts them into shards of ``shard_size`` clips (
 shard as one task:
 
 - extractors with ``parallel_processes = True`` (CPU, numpy): shards run ``jobs`` wide, longest clips first,
-  either on ``jobs`` threads of this process (``backend="threads"``; for ``thread_safe`` extractors, whose
-  numpy/BLAS/FFT work releases the GIL: no start-up cost, nothing pickled) or on ``jobs - 1`` joblib (loky)
-  worker processes plus this process, which computes shards itself while the workers start (see
-  :func:`_pool`). ``backend="auto"`` takes threads for thread-safe extractors up to
-  :data:`THREADS_UP_TO` jobs, where they measured faster (``benchmarks/bench_handcrafted.py``), and
-  processes beyond (the GIL-held share of the work stops threads from scaling further);
+  on one of three backends:
+
+  * ``"fork"``: ``jobs`` worker processes forked from this one (POSIX; for ``fork_safe`` extractors). A
+    fork takes milliseconds and the child inherits the imported modules and the extractor, so nothing is
+    started, imported or pickled but the shard's paths and its features (see :func:`_forked`);
+  * ``"threads"``: ``jobs`` threads of this process (for ``thread_safe`` extractors, whose numpy/BLAS/FFT
+    work releases the GIL);
+  * ``"processes"``: ``jobs - 1`` joblib (loky) worker processes, started fresh (they import sertool), plus
+    this process, which computes shards itself while the workers start (see :func:`_pool`). Works
+    everywhere, for any picklable extractor.
+
+  ``backend="auto"`` takes fork on Linux for fork-safe extractors when this process runs no other Python
+  thread, else threads for thread-safe extractors up to :data:`THREADS_UP_TO` jobs, else processes. On the
+  2-core development machine handcrafted94 ran ~1.8x one process on two forked workers and ~1.3x on two
+  threads (the GIL is taken and released around every numpy call; ``benchmarks/bench_handcrafted.py``);
 - other extractors (torch models that thread or use a GPU inside): shards run in this process, one after the
   other, through :meth:`Extractor.extract_batch` on length-sorted clips, while a background thread reads
   the next shard's audio;
@@ -25,11 +34,14 @@ that cannot be loaded, or whose features contain NaN/inf, is reported in
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
+import sys
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,10 +58,10 @@ __all__ = ["THREADS_UP_TO", "ExtractionReport", "extract_features"]
 
 log = logging.getLogger(__name__)
 
-#: ``backend="auto"`` runs thread-safe CPU extractors on threads up to this many jobs, on processes beyond.
-#: On the 2-core development machine, handcrafted94 on 2 threads ran 200 RAVDESS clips at 1.2-1.3x the
-#: clips/s of a warm 2-process pool and ~5x a cold one (worker start-up, pickling, per-process filter
-#: caches); with more cores the GIL-held Python share (~15% of a clip) caps threads.
+#: Where ``backend="auto"`` cannot fork, it runs thread-safe CPU extractors on threads up to this many
+#: jobs and on loky processes beyond: on the 2-core development machine, handcrafted94 on 2 threads ran 200
+#: RAVDESS clips ~2x faster than a freshly started 2-process loky pool (worker start-up, pickling,
+#: per-process filter caches); with more cores the GIL-held share of a clip caps threads.
 THREADS_UP_TO = 4
 
 
@@ -122,6 +134,24 @@ def _load(
     return loaded, skipped
 
 
+_BLAS_CONTROLLER: dict[int, Any] = {}  # per process (a forked or loky worker builds its own)
+
+
+def _one_blas_thread() -> Any:
+    """A context that limits BLAS to one thread (:mod:`threadpoolctl`), with the library scan done once.
+
+    ``threadpool_limits()`` scans the loaded libraries on every call: 3 ms here, 20-30 ms in a fresh
+    worker process, per shard. A :class:`threadpoolctl.ThreadpoolController` made once per process
+    limits in microseconds.
+    """
+    from threadpoolctl import ThreadpoolController
+
+    controller = _BLAS_CONTROLLER.get(os.getpid())
+    if controller is None:
+        controller = _BLAS_CONTROLLER[os.getpid()] = ThreadpoolController()
+    return controller.limit(limits=1, user_api="blas")
+
+
 def _check_outputs(out: dict[str, np.ndarray], path: str) -> None:
     if "pooled" not in out:
         raise ParameterError(f"extractor returned no 'pooled' output for {path} (got {sorted(out)})")
@@ -146,9 +176,7 @@ def _extract(
     count, so this makes in-process, process-pool and Dask runs write identical caches.
     """
     if extractor.parallel_processes:
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(limits=1, user_api="blas"):
+        with _one_blas_thread():
             return _extract_all(extractor, task, loaded, skipped)
     return _extract_all(extractor, task, loaded, skipped)
 
@@ -265,14 +293,10 @@ def _threads(
     At most ``2 * n_jobs`` shards are in flight, so memory stays bounded and a kill loses only those. BLAS is
     limited to one thread for the whole run (see :func:`_extract`).
     """
-    from concurrent.futures import FIRST_COMPLETED, Future, wait
-
-    from threadpoolctl import threadpool_limits
-
     queue = deque(tasks)
     running: set[Future] = set()
     with (
-        threadpool_limits(limits=1, user_api="blas"),
+        _one_blas_thread(),
         ThreadPoolExecutor(max_workers=n_jobs, thread_name_prefix="sertool-extract") as pool,
     ):
         try:
@@ -287,34 +311,175 @@ def _threads(
                 fut.cancel()
 
 
+_FORKED: tuple[Extractor, float] | None = None  # a forked worker's extractor and min_duration
+
+
+def _forked_init(extractor: Extractor, min_duration: float, parent: int) -> None:
+    """Worker start-up: die with the parent, keep the inherited extractor (nothing was pickled).
+
+    The parent limited BLAS to one thread before forking (see :func:`_extract`); the child inherits that.
+    """
+    global _FORKED
+    _die_with_parent(parent)
+    _FORKED = (extractor, min_duration)
+    _keep_freed_memory()
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel kill this worker when its parent dies (Linux ``PR_SET_PDEATHSIG``).
+
+    A forked worker waits on a pipe whose write end it inherited itself, so it would never see the end of
+    input: after ``kill -9`` of the parent it would wait forever. (loky workers watch their parent.)
+    """
+    import contextlib
+    import ctypes
+    import signal
+
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):  # every Linux libc has prctl
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def _keep_freed_memory() -> None:
+    """Let glibc's malloc keep and reuse freed memory in this (short-lived worker) process.
+
+    Each clip allocates a few MB of temporaries (decoded audio, resampled audio, spectrogram stages). By
+    default glibc maps allocations above 128 KB fresh and returns freed memory to the system, so every clip
+    faults its pages in again (the kernel zeroes each 4 KB page). Raising the mmap and trim thresholds keeps
+    that memory in the worker's heap; it is returned when the worker exits. A no-op where glibc's mallopt is
+    not available.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    mallopt(m_mmap_threshold, 32 << 20)  # glibc's upper bound for this setting
+    mallopt(m_trim_threshold, 256 << 20)
+
+
+def _forked_task(task: _Task) -> _Result:
+    assert _FORKED is not None
+    extractor, min_duration = _FORKED
+    loaded, skipped = _load(task, extractor.sr, min_duration)
+    return _extract_all(extractor, task, loaded, skipped)
+
+
+#: The last fork pool, shut down without waiting for its workers to exit (they exit on their own).
+_LAST_FORK_POOL: Any = None
+
+
+def _reap_fork_pool() -> None:
+    """Wait for the previous fork pool's workers and manager thread (long done by the next call)."""
+    global _LAST_FORK_POOL
+    if _LAST_FORK_POOL is not None:
+        _LAST_FORK_POOL.shutdown(wait=True)
+        _LAST_FORK_POOL = None
+
+
+def _can_fork(extractor: Extractor) -> bool:
+    """Whether ``backend="auto"`` may fork workers for this extractor from this process now."""
+    _reap_fork_pool()
+    return (
+        extractor.fork_safe
+        and sys.platform.startswith("linux")
+        and "fork" in multiprocessing.get_all_start_methods()
+        and threading.active_count() == 1  # a fork copies only the calling thread (and not others' locks)
+    )
+
+
+def _forked(
+    extractor: Extractor, tasks: Sequence[_Task], min_duration: float, n_jobs: int
+) -> Iterator[_Result]:
+    """Shards on ``n_jobs`` worker processes forked from this one, yielded as they finish (longest first).
+
+    The workers are forked before any other thread of the pool exists and inherit the extractor (its
+    filterbanks and caches) through the fork; a task carries only paths, a result only features. At most
+    ``2 * n_jobs`` shards are in flight, so a kill loses only those; the workers end with the run.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    _reap_fork_pool()
+    queue = deque(tasks)
+    running: set[Future] = set()
+    with _one_blas_thread():  # inherited by the workers
+        extractor.warm_up()  # lazy imports and first-call costs once here, inherited by the workers
+        pool = ProcessPoolExecutor(
+            max_workers=n_jobs,
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=_forked_init,
+            initargs=(extractor, min_duration, os.getpid()),
+        )
+        try:
+            while queue or running:
+                while queue and len(running) < 2 * n_jobs:
+                    running.add(pool.submit(_forked_task, queue.popleft()))
+                done, running = wait(running, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    yield fut.result()
+        finally:
+            global _LAST_FORK_POOL
+            for fut in running:
+                fut.cancel()
+            # every result is in; the workers' exit (~10 ms) need not be waited for here
+            pool.shutdown(wait=False, cancel_futures=True)
+            _LAST_FORK_POOL = pool
+
+
+def _loky(
+    extractor: Extractor, tasks: Sequence[_Task], min_duration: float, n_jobs: int
+) -> Iterator[_Result]:
+    """Shards on ``n_jobs - 1`` joblib (loky) worker processes plus this process (see :func:`_pool`).
+
+    Starting a loky worker costs seconds (it imports sertool, librosa, numba ...), as much as computing a few
+    hundred clips; the executor is reused across calls.
+    """
+    from joblib.externals.loky import get_reusable_executor
+
+    executor = get_reusable_executor(max_workers=n_jobs - 1)
+    yield from _pool(
+        extractor,
+        tasks,
+        min_duration,
+        n_jobs,
+        executor,
+        lambda task: executor.submit(_run_task, extractor, task, min_duration),
+    )
+
+
 def _ping() -> int:
     return os.getpid()
 
 
 def _pool(
-    extractor: Extractor, tasks: Sequence[_Task], min_duration: float, n_jobs: int
+    extractor: Extractor,
+    tasks: Sequence[_Task],
+    min_duration: float,
+    n_jobs: int,
+    executor: Any,
+    submit: Callable[[_Task], Future],
 ) -> Iterator[_Result]:
-    """Shards on ``n_jobs - 1`` joblib (loky) worker processes plus this process.
+    """Shards on an executor's ``n_jobs - 1`` worker processes plus this process.
 
-    Starting a worker costs seconds (it imports sertool, librosa, numba ...), as much as computing a few
-    hundred clips. So a worker gets a shard only once it has answered a ping (it is up), and meanwhile, or
-    whenever no result is waiting to be written, this process computes shards itself. Workers take the
-    longest shards from the front of the queue, this process the shortest from the back. Small jobs finish
-    before any worker is up, large ones run ``n_jobs`` wide. The loky executor is reused across calls.
+    A worker gets a shard only once it has answered a ping (it is up), and meanwhile, or whenever no result is
+    waiting to be written, this process computes shards itself. Workers take the longest shards from the
+    front of the queue, this process the shortest from the back. Small jobs finish before a slow-starting
+    worker is up, large ones run ``n_jobs`` wide.
     """
-    from concurrent.futures import FIRST_COMPLETED, Future, wait
-
-    from joblib.externals.loky import get_reusable_executor
-
     queue = deque(tasks)  # longest first
-    executor = get_reusable_executor(max_workers=n_jobs - 1)
     pings: set[Future] = {executor.submit(_ping) for _ in range(n_jobs - 1)}
     running: set[Future] = set()
 
     def feed(n: int) -> None:
         for _ in range(n):
             if queue:
-                running.add(executor.submit(_run_task, extractor, queue.popleft(), min_duration))
+                running.add(submit(queue.popleft()))
 
     try:
         while queue or running:
@@ -397,10 +562,11 @@ def extract_features(
         far stay cached).
     min_duration : float, optional
         Clips shorter than this many seconds are skipped.
-    backend : {"auto", "threads", "processes"}, optional
-        How ``jobs > 1`` runs a ``parallel_processes`` extractor: threads of this process (only for
-        extractors marked ``thread_safe``), worker processes, or ``"auto"`` (threads for thread-safe
-        extractors up to :data:`THREADS_UP_TO` jobs, else processes). The cache is identical either way.
+    backend : {"auto", "fork", "threads", "processes"}, optional
+        How ``jobs > 1`` runs a ``parallel_processes`` extractor: processes forked from this one (POSIX,
+        extractors marked ``fork_safe``), threads of this process (extractors marked ``thread_safe``),
+        freshly started worker processes (loky; any extractor), or ``"auto"`` (see the module docstring).
+        The cache is identical either way.
 
     Returns
     -------
@@ -417,10 +583,14 @@ def extract_features(
         raise ParameterError(f"shard_size must be a positive integer, got {shard_size!r}")
     if not isinstance(jobs, int | np.integer) or jobs == 0 or jobs < -1:
         raise ParameterError(f"jobs must be -1 (all cores) or a positive integer, got {jobs!r}")
-    if backend not in ("auto", "threads", "processes"):
-        raise ParameterError(f"backend must be 'auto', 'threads' or 'processes', got {backend!r}")
+    if backend not in ("auto", "fork", "threads", "processes"):
+        raise ParameterError(f"backend must be 'auto', 'fork', 'threads' or 'processes', got {backend!r}")
     if backend == "threads" and not extractor.thread_safe:
         raise ParameterError(f"{extractor.name} is not thread-safe: use backend='processes' or 'auto'")
+    if backend == "fork" and not extractor.fork_safe:
+        raise ParameterError(f"{extractor.name} is not fork-safe: use backend='processes' or 'auto'")
+    if backend == "fork" and "fork" not in multiprocessing.get_all_start_methods():
+        raise ParameterError("backend='fork' needs a POSIX system with fork(); use 'processes' or 'auto'")
     needed = [c for c in ("utt_id", "path", "corpus", "sha1", "duration_s") if c not in manifest.columns]
     if needed:
         raise ParameterError(f"manifest lacks columns {needed} needed for feature extraction")
@@ -429,15 +599,20 @@ def extract_features(
     missing = store.missing(manifest, extractor)
     n_jobs = joblib.cpu_count() if jobs == -1 else int(jobs)  # joblib's count honours cgroup CPU quotas
     processes = scheduler is None and extractor.parallel_processes and n_jobs > 1
-    threads = processes and (
-        backend == "threads" or (backend == "auto" and extractor.thread_safe and n_jobs <= THREADS_UP_TO)
+    forked = processes and (backend == "fork" or (backend == "auto" and _can_fork(extractor)))
+    threads = (
+        processes
+        and not forked
+        and (
+            backend == "threads" or (backend == "auto" and extractor.thread_safe and n_jobs <= THREADS_UP_TO)
+        )
     )
     size = int(shard_size)
     if processes:
         # enough shards that the last ones do not leave a job idle: ~4 per process (static start-up order),
         # ~2 per thread (threads pick up work as they free; fewer shards, fewer writes: 200 RAVDESS clips ran
         # at 238 vs 211 clips/s, medians of 5, with 2 vs 4 per thread)
-        per_job = 2 if threads else 4
+        per_job = 2 if threads or forked else 4
         size = max(1, min(size, -(-len(missing) // (per_job * n_jobs))))
     tasks = _tasks(missing, size, longest_first=scheduler is not None or processes)
     report = ExtractionReport(extractor.key, len(manifest), len(manifest) - len(missing), 0)
@@ -449,12 +624,17 @@ def extract_features(
         len(tasks),
         f" on {scheduler}"
         if scheduler is not None
-        else (f" with {n_jobs} {'threads' if threads else 'processes'}" if processes else ""),
+        else (
+            f" with {n_jobs} {'threads' if threads else 'forked processes' if forked else 'processes'}"
+            if processes
+            else ""
+        ),
     )
     if scheduler is not None:
         results = _dask(extractor, tasks, min_duration, scheduler)
     elif processes and len(tasks) > 1:
-        results = (_threads if threads else _pool)(extractor, tasks, min_duration, min(n_jobs, len(tasks)))
+        run = _threads if threads else _forked if forked else _loky
+        results = run(extractor, tasks, min_duration, min(n_jobs, len(tasks)))
     elif extractor.decode_workers(n_jobs) > 0 and len(tasks) > 1:
         results = _in_process_decoding_pool(extractor, tasks, min_duration, extractor.decode_workers(n_jobs))
     else:
