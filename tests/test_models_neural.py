@@ -219,6 +219,34 @@ def test_early_stopping_uses_the_given_validation_data(name, frames_data):
     )
 
 
+@pytest.mark.parametrize("name", ["mlp_head", "attn_pool"])
+def test_refit_trains_best_epoch_count_on_train_plus_valid(name, frames_data, monkeypatch):
+    Xtr, ytr, Xv, yv = data_for(name, frames_data)
+    plain = make(name, max_epochs=10, patience=3).fit(Xtr, ytr, X_valid=Xv, y_valid=yv)
+    runs = []
+    real = type(plain)._train
+
+    def spy(self, data, y_enc, weights, valid, max_epochs, device):
+        out = real(self, data, y_enc, weights, valid, max_epochs, device)
+        runs.append((len(data), valid is None, max_epochs, len(out[1]), float(weights.mean())))
+        return out
+
+    monkeypatch.setattr(type(plain), "_train", spy)
+    est = make(name, max_epochs=10, patience=3, refit=True).fit(Xtr, ytr, X_valid=Xv, y_valid=yv)
+    assert est.best_epoch_ == plain.best_epoch_ and est.history_ == plain.history_  # selection unchanged
+    n, best = len(ytr), plain.best_epoch_
+    assert runs[0][:2] == (n, False)
+    # the refit: train + valid, no validation, exactly the selected number of epochs, weights of mean 1
+    assert runs[1][:4] == (n + len(yv), True, best, best) and runs[1][4] == pytest.approx(1.0)
+    assert not np.array_equal(est.predict_proba(Xv), plain.predict_proba(Xv))  # another model
+    assert balanced_accuracy_score(yv, est.predict(Xv)) >= 0.7  # it learned (and saw Xv)
+    assert clone(est).get_params()["refit"] is True
+    # without validation data there is nothing to select on: refit changes nothing
+    a = make(name, max_epochs=3, refit=True).fit(Xtr, ytr)
+    b = make(name, max_epochs=3).fit(Xtr, ytr)
+    np.testing.assert_array_equal(a.predict_proba(Xv), b.predict_proba(Xv))
+
+
 def test_monitor_loss_and_patience_none():
     Xtr, ytr, Xv, yv = pooled_data()
     est = make("mlp_head", max_epochs=15, patience=None, monitor="loss").fit(Xtr, ytr, X_valid=Xv, y_valid=yv)

@@ -183,6 +183,7 @@ class MLPHead(TorchClassifier):
         max_grad_norm: float | None = 5.0,
         patience: int | None = 15,
         monitor: str = "ua",
+        refit: bool = False,
         class_weight: str | dict | None = None,
         standardize: bool = True,
         device: str = "auto",
@@ -201,6 +202,7 @@ class MLPHead(TorchClassifier):
         self.max_grad_norm = max_grad_norm
         self.patience = patience
         self.monitor = monitor
+        self.refit = refit
         self.class_weight = class_weight
         self.standardize = standardize
         self.device = device
@@ -317,6 +319,7 @@ class CNN1DClassifier(TorchClassifier):
         max_grad_norm: float | None = 5.0,
         patience: int | None = 8,
         monitor: str = "ua",
+        refit: bool = False,
         class_weight: str | dict | None = None,
         standardize: bool = True,
         device: str = "auto",
@@ -340,6 +343,7 @@ class CNN1DClassifier(TorchClassifier):
         self.max_grad_norm = max_grad_norm
         self.patience = patience
         self.monitor = monitor
+        self.refit = refit
         self.class_weight = class_weight
         self.standardize = standardize
         self.device = device
@@ -454,6 +458,7 @@ class SERWhisperClassifier(TorchClassifier):
         max_grad_norm: float | None = 1.0,
         patience: int | None = 6,
         monitor: str = "ua",
+        refit: bool = False,
         class_weight: str | dict | None = None,
         standardize: bool = True,
         bucket_by_length: bool = True,
@@ -477,6 +482,7 @@ class SERWhisperClassifier(TorchClassifier):
         self.max_grad_norm = max_grad_norm
         self.patience = patience
         self.monitor = monitor
+        self.refit = refit
         self.class_weight = class_weight
         self.standardize = standardize
         self.bucket_by_length = bucket_by_length
@@ -575,6 +581,7 @@ class AttnPoolClassifier(TorchClassifier):
         max_grad_norm: float | None = 5.0,
         patience: int | None = 6,
         monitor: str = "ua",
+        refit: bool = False,
         class_weight: str | dict | None = None,
         standardize: bool = True,
         bucket_by_length: bool = True,
@@ -598,6 +605,7 @@ class AttnPoolClassifier(TorchClassifier):
         self.max_grad_norm = max_grad_norm
         self.patience = patience
         self.monitor = monitor
+        self.refit = refit
         self.class_weight = class_weight
         self.standardize = standardize
         self.bucket_by_length = bucket_by_length
@@ -690,6 +698,7 @@ class QKVPoolClassifier(TorchClassifier):
         max_grad_norm: float | None = 5.0,
         patience: int | None = 6,
         monitor: str = "ua",
+        refit: bool = False,
         class_weight: str | dict | None = None,
         standardize: bool = True,
         bucket_by_length: bool = True,
@@ -712,6 +721,7 @@ class QKVPoolClassifier(TorchClassifier):
         self.max_grad_norm = max_grad_norm
         self.patience = patience
         self.monitor = monitor
+        self.refit = refit
         self.class_weight = class_weight
         self.standardize = standardize
         self.bucket_by_length = bucket_by_length
@@ -857,6 +867,7 @@ class CNNTransformerClassifier(TorchClassifier):
         max_grad_norm: float | None = 5.0,
         patience: int | None = 6,
         monitor: str = "ua",
+        refit: bool = False,
         class_weight: str | dict | None = None,
         standardize: bool = True,
         bucket_by_length: bool = True,
@@ -882,6 +893,7 @@ class CNNTransformerClassifier(TorchClassifier):
         self.max_grad_norm = max_grad_norm
         self.patience = patience
         self.monitor = monitor
+        self.refit = refit
         self.class_weight = class_weight
         self.standardize = standardize
         self.bucket_by_length = bucket_by_length

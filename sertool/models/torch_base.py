@@ -42,6 +42,10 @@ What the base class provides
   weights are kept and restored at the end; training stops after ``patience`` epochs without improvement
   (``patience=None``: train ``max_epochs`` and still restore the best epoch). Without validation data the
   model trains exactly ``max_epochs`` epochs and ``best_epoch_ == max_epochs``.
+* **Refit** (``refit=True``, with validation data): after the best epoch count is found as above, a fresh
+  module (same seed, standardisation re-estimated) trains that many epochs on training + validation data,
+  the data a classical model of the runner is fit on; validation samples get the mean training weight of
+  their class. ``history_`` keeps the selection run.
 * **Optimisation.** Adam or AdamW, exponential learning-rate decay ``lr_decay`` per epoch, gradient-norm
   clipping ``max_grad_norm``.
 * **Reproducibility.** ``seed`` seeds torch (inside ``torch.random.fork_rng``, so the caller's global torch
@@ -366,6 +370,7 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
             "expected None or >= 1",
         )
         need(self.monitor in ("ua", "loss"), "monitor", "expected 'ua' or 'loss'")
+        need(isinstance(getattr(self, "refit", False), bool), "refit", "expected True or False")
         need(
             self.class_weight is None
             or self.class_weight == "balanced"
@@ -525,6 +530,41 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
 
         device = resolve_device(self.device)
         self.device_ = str(device)
+        module, history, best_epoch = self._train(data, y_enc, weights, valid, self.max_epochs, device)
+        if getattr(self, "refit", False) and valid is not None:
+            v_data, v_enc = valid
+            class_w = np.array(
+                [weights[y_enc == c].mean() if (y_enc == c).any() else 1.0 for c in range(n_classes)]
+            )
+            all_w = np.concatenate([weights, class_w[v_enc]])
+            joined = np.concatenate([data, v_data]) if isinstance(data, np.ndarray) else [*data, *v_data]
+            module, _, _ = self._train(
+                joined, np.concatenate([y_enc, v_enc]), all_w / all_w.mean(), None, best_epoch, device
+            )
+        self.module_ = module
+        self.history_ = history
+        self.best_epoch_ = best_epoch
+        self.n_iter_ = len(history)
+        log.info(
+            "%s: %d epochs, best epoch %d%s",
+            type(self).__name__,
+            len(history),
+            best_epoch,
+            f" (valid UA {history[best_epoch - 1]['valid_ua']:.3f})" if valid is not None else "",
+        )
+        return self
+
+    def _train(
+        self,
+        data: np.ndarray | list[np.ndarray],
+        y_enc: np.ndarray,
+        weights: np.ndarray,
+        valid: tuple[Any, np.ndarray] | None,
+        max_epochs: int,
+        device: torch.device,
+    ) -> tuple[nn.Module, list[dict[str, float]], int]:
+        """One training run from a fresh, seeded module; returns (module at its best epoch, history, best)."""
+        n_classes = len(self.classes_)
         rng = np.random.default_rng(self.seed)
         history: list[dict[str, float]] = []
         with _torch_context(
@@ -543,8 +583,8 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
             w_t = torch.from_numpy(weights.astype(np.float32))
             best_score: tuple[float, ...] | None = None
             best_state: dict[str, torch.Tensor] | None = None
-            best_epoch, bad = self.max_epochs, 0
-            for epoch in range(1, self.max_epochs + 1):
+            best_epoch, bad = max_epochs, 0
+            for epoch in range(1, max_epochs + 1):
                 module.train()
                 total, n_seen = 0.0, 0
                 lr_now = opt.param_groups[0]["lr"]
@@ -597,18 +637,7 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
             else:
                 best_epoch = len(history)
             module.eval()
-        self.module_ = module
-        self.history_ = history
-        self.best_epoch_ = best_epoch
-        self.n_iter_ = len(history)
-        log.info(
-            "%s: %d epochs, best epoch %d%s",
-            type(self).__name__,
-            len(history),
-            best_epoch,
-            f" (valid UA {history[best_epoch - 1]['valid_ua']:.3f})" if valid is not None else "",
-        )
-        return self
+        return module, history, best_epoch
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities.
