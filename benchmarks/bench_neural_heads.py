@@ -21,13 +21,17 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.preprocessing import LabelEncoder
 from sklearn.utils.class_weight import compute_sample_weight
 
+from sertool.features.store import default_cache_dir
 from sertool.models.neural import HEADS
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def load(root: str, cache: str, view: str) -> tuple[list, np.ndarray, list[dict[str, np.ndarray]]]:
@@ -68,12 +72,12 @@ def main() -> None:
     ap.add_argument("--params", default="{}", help="JSON dict of head parameters")
     ap.add_argument("--folds", type=int, nargs="*", default=list(range(6)))
     ap.add_argument("--test", action="store_true", help="also score the test parts (final defaults only)")
-    ap.add_argument("--root", default="/work/shared/corpora/ravdess")
-    ap.add_argument("--cache", default="/work/cache")
+    ap.add_argument("--root", default=str(REPO.parent / "shared" / "corpora" / "ravdess"))
+    ap.add_argument("--cache", default=None, help="feature cache (default $SERTOOL_CACHE or ~/.cache/sertool)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
 
-    X, y, folds = load(args.root, args.cache, args.view)
+    X, y, folds = load(args.root, args.cache or str(default_cache_dir()), args.view)
     params = {"device": "cpu", "n_threads": args.threads, **json.loads(args.params)}
     rows = []
     for k in args.folds:

@@ -183,7 +183,7 @@ def test_clone_and_pickle(name, fitted, frames_data):
 def test_same_seed_same_predictions(name, fitted, frames_data):
     Xtr, ytr, Xte, _ = data_for(name, frames_data)
     a = make(name, max_epochs=3).fit(Xtr, ytr).predict_proba(Xte)
-    b = make(name, max_epochs=3).fit(Xtr, ytr).predict_proba(Xte)
+    b = make(name, max_epochs=3, refit=False).fit(Xtr, ytr).predict_proba(Xte)
     c = make(name, max_epochs=3, seed=1).fit(Xtr, ytr).predict_proba(Xte)
     np.testing.assert_array_equal(a, b)
     assert np.abs(a - c).max() > 1e-4  # the seed matters
@@ -203,7 +203,7 @@ def test_fit_leaves_global_torch_state_alone():
 def test_early_stopping_uses_the_given_validation_data(name, frames_data):
     Xtr, ytr, Xv, yv = data_for(name, frames_data)
     noise = np.random.default_rng(0).permutation(yv)  # validation labels unrelated to the inputs
-    est = make(name, max_epochs=40, patience=3).fit(Xtr, ytr, X_valid=Xv, y_valid=noise)
+    est = make(name, max_epochs=40, patience=3, refit=False).fit(Xtr, ytr, X_valid=Xv, y_valid=noise)
     assert est.best_epoch_ < 40
     assert len(est.history_) == est.n_iter_ == est.best_epoch_ + 3  # stopped `patience` epochs after the best
     best = est.history_[est.best_epoch_ - 1]
@@ -212,7 +212,7 @@ def test_early_stopping_uses_the_given_validation_data(name, frames_data):
     assert balanced_accuracy_score(noise, est.predict(Xv)) == pytest.approx(best["valid_ua"])
 
     # with honest validation labels the best epoch is late and the recorded UA is high
-    est = make(name, max_epochs=12, patience=5).fit(Xtr, ytr, X_valid=Xv, y_valid=yv)
+    est = make(name, max_epochs=12, patience=5, refit=False).fit(Xtr, ytr, X_valid=Xv, y_valid=yv)
     assert est.history_[est.best_epoch_ - 1]["valid_ua"] > 0.7
     assert balanced_accuracy_score(yv, est.predict(Xv)) == pytest.approx(
         est.history_[est.best_epoch_ - 1]["valid_ua"]
@@ -222,7 +222,7 @@ def test_early_stopping_uses_the_given_validation_data(name, frames_data):
 @pytest.mark.parametrize("name", ["mlp_head", "attn_pool"])
 def test_refit_trains_best_epoch_count_on_train_plus_valid(name, frames_data, monkeypatch):
     Xtr, ytr, Xv, yv = data_for(name, frames_data)
-    plain = make(name, max_epochs=10, patience=3).fit(Xtr, ytr, X_valid=Xv, y_valid=yv)
+    plain = make(name, max_epochs=10, patience=3, refit=False).fit(Xtr, ytr, X_valid=Xv, y_valid=yv)
     runs = []
     real = type(plain)._train
 
@@ -243,7 +243,7 @@ def test_refit_trains_best_epoch_count_on_train_plus_valid(name, frames_data, mo
     assert clone(est).get_params()["refit"] is True
     # without validation data there is nothing to select on: refit changes nothing
     a = make(name, max_epochs=3, refit=True).fit(Xtr, ytr)
-    b = make(name, max_epochs=3).fit(Xtr, ytr)
+    b = make(name, max_epochs=3, refit=False).fit(Xtr, ytr)
     np.testing.assert_array_equal(a.predict_proba(Xv), b.predict_proba(Xv))
 
 
