@@ -173,3 +173,24 @@ def test_tuned_entries_are_named_apart(demo, split, tmp_path):
     assert meta["tuned"] is True and "clf__C" in meta["best_params"]
     board = pd.read_csv(tuned.leaderboard["csv"])
     assert set(board["model"]) == {"logreg", "logreg+tuned"}
+
+
+def test_group_selections_run_a_model_only_on_the_features_it_is_designed_for(
+    demo, split, tmp_path, monkeypatch
+):
+    import dataclasses
+
+    from sertool.models import registry
+
+    registry.resolve_models("all")  # built-ins registered
+    assert registry.MODELS["cnn_transformer"].features == ("mfcc40",)  # the MFCC design
+    assert not registry.MODELS["cnn_transformer"].designed_for("whisper-base")
+    assert registry.MODELS["ser_whisper"].designed_for("whisper-base")
+    # pretend gnb were designed for Whisper features only
+    monkeypatch.setitem(
+        registry.MODELS, "gnb", dataclasses.replace(registry.MODELS["gnb"], features=("whisper-base",))
+    )
+    grouped = _run(demo, split, tmp_path / "a", models="classic", render=False)
+    assert "gnb" not in {u.model for u in grouped.units} and "logreg" in {u.model for u in grouped.units}
+    named = _run(demo, split, tmp_path / "b", models="logreg,gnb", render=False)
+    assert {u.model for u in named.units if u.status == "done"} == {"logreg", "gnb"}  # named: it runs

@@ -299,7 +299,12 @@ def run_bench(
             report.extraction.append(extract_features(manifest, extractor, cache=store, jobs=jobs))
         kinds = ["pooled"] + (["frames"] if "frames" in extractor.outputs() else [])
         requested = resolve_models(models)
-        specs = [m for m in requested if m.input in kinds]
+        tokens = models.split(",") if isinstance(models, str) else list(models)
+        named = {t.strip().lower() for t in tokens}
+        # a model designed for other features (cnn_transformer: MFCCs) runs on these only when named
+        specs = [
+            m for m in requested if m.input in kinds and (m.name in named or m.designed_for(view.extractor))
+        ]
         explicit = not (isinstance(models, str) and models in ("all", "classic", "neural"))
         for m in requested:
             if m.input not in kinds and explicit:

@@ -1001,6 +1001,7 @@ def _register() -> None:
     except ImportError:  # registry not available: the estimators still work on their own
         log.debug("sertool.models.registry not importable; neural heads not registered")
         return
+    designed = {"cnn_transformer": ("mfcc40",)}  # the model-parallel study's MFCC design (see above)
     for name, (cls, kind, gpu, description, grid) in HEADS.items():
         if name in MODELS and MODELS[name].factory is cls:
             continue  # module re-imported
@@ -1014,6 +1015,7 @@ def _register() -> None:
                 gpu=gpu,
                 description=description,
                 param_grid=grid,
+                features=designed.get(name),
             )
         )
 

@@ -92,6 +92,10 @@ class ModelSpec:
         A small grid for optional tuning, keyed by the estimator's own (``set_params``) parameter names,
         e.g. ``{"clf__n_neighbors": [3, 5, 7]}``, usable as is by
         :class:`~sklearn.model_selection.GridSearchCV`.
+    features : tuple of str, optional
+        Extractor names the model is designed for (``("mfcc40",)`` for the MFCC CNN+transformer). Group
+        selections (``all``, a family) run it only on those; named explicitly it runs on any features of its
+        input kind. ``None``: any features of its kind.
     """
 
     name: str
@@ -102,6 +106,11 @@ class ModelSpec:
     gpu: bool = False
     description: str = ""
     param_grid: Mapping[str, Sequence[Any]] | None = field(default=None, hash=False, compare=False)
+    features: tuple[str, ...] | None = None
+
+    def designed_for(self, extractor: str) -> bool:
+        """Whether a group selection (``all``, a family) runs this model on features of ``extractor``."""
+        return self.features is None or extractor in self.features
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
