@@ -322,7 +322,23 @@ def _forked_init(extractor: Extractor, min_duration: float, parent: int) -> None
     global _FORKED
     _die_with_parent(parent)
     _FORKED = (extractor, min_duration)
-    _keep_freed_memory()
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel kill this worker when its parent dies (Linux ``PR_SET_PDEATHSIG``).
+
+    A forked worker waits on a pipe whose write end it inherited itself, so it would never see the end of
+    input: after ``kill -9`` of the parent it would wait forever. (loky workers watch their parent.)
+    """
+    import contextlib
+    import ctypes
+    import signal
+
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):  # every Linux libc has prctl
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
 
 
 def _die_with_parent(parent: int) -> None:
