@@ -491,6 +491,9 @@ def _pool(
     queue = deque(tasks)  # longest first
     pings: set[Future] = {executor.submit(_ping) for _ in range(n_jobs - 1)}
     running: set[Future] = set()
+    # a worker that is already up answers within milliseconds: give it that long before this process starts
+    # on the queue itself (a cold worker takes seconds; this process does not wait for that)
+    wait(pings, timeout=0.2, return_when=FIRST_COMPLETED)
 
     def feed(n: int) -> None:
         for _ in range(n):
