@@ -338,6 +338,13 @@ def run_bench(
     if render:
         from sertool.bench.leaderboard import build_leaderboard, collect_results, write_leaderboard
 
+        # units another process was running: wait until it has stored them (its lock is released), so the
+        # board rendered here is the complete one, whichever process renders last
+        for u in report.units:
+            if u.status == "skipped" and u.reason == _BUSY:
+                with FileLock(str(unit_paths(base, u.features, u.model, u.fold)[0]) + ".lock"):
+                    pass
+
         results = collect_results(results_dir, corpus=corpus_name(manifest), split_id=split.id)
         board = build_leaderboard(results, seed=seed)
         report.leaderboard = write_leaderboard(
@@ -359,7 +366,7 @@ def _run_unit(
     try:
         lock.acquire(timeout=0)
     except Timeout:
-        return UnitResult(view, name, k, "skipped", reason="another process is running this unit")
+        return UnitResult(view, name, k, "skipped", reason=_BUSY)
     try:
         # temporary files of this unit can only be a killed writer's now that we hold its lock
         for stale in [*jpath.parent.glob(f".{jpath.name}.*.tmp"), *jpath.parent.glob(f".{ppath.name}.*.tmp")]:
@@ -533,6 +540,9 @@ def _entry_name(mspec: Any, tune: bool) -> str:
     """The model's leaderboard name: ``svm``, or ``svm+tuned`` when its grid is searched in this run, so
     tuned and untuned runs of one model never overwrite each other's units."""
     return f"{mspec.name}+tuned" if tune and mspec.param_grid and mspec.family != "neural" else mspec.name
+
+
+_BUSY = "another process is running this unit"
 
 
 def _threads() -> int:
