@@ -341,45 +341,6 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _die_with_parent(parent: int) -> None:
-    """Have the kernel kill this worker when its parent dies (Linux ``PR_SET_PDEATHSIG``).
-
-    A forked worker waits on a pipe whose write end it inherited itself, so it would never see the end of
-    input: after ``kill -9`` of the parent it would wait forever. (loky workers watch their parent.)
-    """
-    import contextlib
-    import ctypes
-    import signal
-
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):  # every Linux libc has prctl
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    if os.getppid() != parent:  # the parent died before the request took effect
-        os._exit(1)
-
-
-def _keep_freed_memory() -> None:
-    """Let glibc's malloc keep and reuse freed memory in this (short-lived worker) process.
-
-    Each clip allocates a few MB of temporaries (decoded audio, resampled audio, spectrogram stages). By
-    default glibc maps allocations above 128 KB fresh and returns freed memory to the system, so every clip
-    faults its pages in again (the kernel zeroes each 4 KB page). Raising the mmap and trim thresholds keeps
-    that memory in the worker's heap; it is returned when the worker exits. A no-op where glibc's mallopt is
-    not available.
-    """
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    mallopt(m_mmap_threshold, 32 << 20)  # glibc's upper bound for this setting
-    mallopt(m_trim_threshold, 256 << 20)
-
-
 def _forked_task(task: _Task) -> _Result:
     assert _FORKED is not None
     extractor, min_duration = _FORKED
