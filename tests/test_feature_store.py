@@ -162,6 +162,22 @@ def test_shard_without_marker_is_never_read_and_cleaned_by_next_writer(tmp_path)
     assert store.load(m, "fakelayers").X.shape == (8, 4)
 
 
+def test_a_pass_with_nothing_to_compute_still_removes_a_killed_writers_temporary_files(tmp_path):
+    """A writer killed inside its last atomic write (the state file, after every shard was on disk) leaves a
+    temporary file; the rerun writes no shard, so marking the pass complete must clean it (CI caught this)."""
+    store, ex = FeatureStore(tmp_path), Layered()
+    m = fake_manifest(8)
+    fill(store, m, ex)
+    entry = shards(store, ex)[0].parent
+    tmp = entry / ".state.json.tmp-4242"
+    tmp.write_bytes(b'{"n_exp')
+    assert store.missing(m, ex).empty  # nothing to compute: no write_shard will run
+    store.mark_complete("c1", ex, n_expected=8, skipped=0)
+    assert not tmp.exists()
+    assert json.loads((entry / "state.json").read_text())["n_expected"] == 8
+    assert store.load(m, "fakelayers").X.shape == (8, 4)
+
+
 @pytest.mark.parametrize("damage", ["flip", "truncate", "marker"])
 def test_corrupt_shard_is_reported_and_dropped(tmp_path, caplog, damage):
     store, ex = FeatureStore(tmp_path), Layered()

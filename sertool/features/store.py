@@ -651,6 +651,9 @@ class FeatureStore:
         entry = self.entry_dir(corpus, extractor)
         with self._lock(entry):
             self._ensure_meta(entry, corpus, extractor)
+            # a pass that computed nothing wrote no shard, so write_shard never cleaned up after a writer
+            # killed mid-way through its last state/meta write: clean here too (the lock is held)
+            self._clean_leftovers(entry)
             state = {
                 "n_expected": int(n_expected),
                 "n_skipped": int(skipped),
