@@ -104,6 +104,13 @@ def _dict_or_json(value: Any, flag: str) -> dict[str, Any]:
     return value if isinstance(value, dict) else _json_arg(value, flag)
 
 
+def _augment_arg(value: Any) -> Any:
+    """``--augment``: a TOML table, a JSON object, or comma-separated transform names."""
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        return _json_arg(value, "--augment")
+    return value
+
+
 def _split_from_args(args: argparse.Namespace, manifest: Any) -> Any:
     """The split of ``--split`` / ``--split-params`` / ``--seed`` / ``--valid-fraction`` (bench and train)."""
     from sertool.splits import make_split
@@ -261,6 +268,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             jobs=args.jobs,
             model_params=_dict_or_json(args.model_params, "--model-params"),
             extractor_params=_dict_or_json(args.extractor_params, "--extractor-params"),
+            augment=_augment_arg(args.augment),
             progress=tick,
         )
     finally:
@@ -495,6 +503,12 @@ def build_parser() -> argparse.ArgumentParser:
         help='JSON: per-model parameter overrides, e.g. \'{"svm": {"C": 1.0}}\'',
     )
     p.add_argument("--extractor-params", default=None, help="JSON: per-extractor parameters (see features)")
+    p.add_argument(
+        "--augment",
+        default=None,
+        help="augment training parts only: transform names (awgn, stretch, pitch, gain, noise) or JSON, e.g. "
+        '\'{"transforms": ["stretch", "pitch", "gain", "noise"], "copies": 3, "balance": true}\'',
+    )
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("train", help="fit one model on one feature view and save it (no pickle)")

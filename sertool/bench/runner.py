@@ -22,7 +22,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -143,6 +143,64 @@ class _Loaded:
     key: str
     view: str
     index: dict[str, int]
+    #: augmented copies (one loaded set per copy), added to training parts only
+    aug: list[_Loaded] = field(default_factory=list)
+    augment: Any = None
+    preprocess: list[dict[str, Any]] = field(default_factory=list)
+
+
+def feature_label(view: str, extractor: Any, augment: Any = None) -> str:
+    """The leaderboard name of a view: ``handcrafted94``, ``handcrafted94~denoise-trim`` (preprocessed),
+    ``mfcc40+aug-awgn`` (training parts augmented); the parts after the view are the run's signal transforms."""
+    label = view
+    pre = getattr(extractor, "preprocess", None)
+    if pre:
+        label += "~" + "-".join(step["name"] for step in pre)
+    if augment is not None:
+        label += "+" + augment.tag
+    return label
+
+
+def _augmented_rows(
+    fit_ids: Sequence[str], labels: dict[str, str], augment: Any, seed: int, fold: int
+) -> list[tuple[str, int]]:
+    """(utterance, copy) pairs added to one fold's training data.
+
+    Without ``balance``: every copy of every training utterance. With it: per class, copies of its clips in a
+    seeded order (first copy of each, then second, ...) until the class has as many rows as the largest
+    class, at most ``augment.copies`` per clip.
+    """
+    if not augment.balance:
+        return [(u, c) for c in range(augment.copies) for u in fit_ids]
+    by_class: dict[str, list[str]] = {}
+    for u in fit_ids:
+        by_class.setdefault(labels[u], []).append(u)
+    top = max(len(v) for v in by_class.values())
+    rng = np.random.default_rng([seed, fold, 7])
+    rows: list[tuple[str, int]] = []
+    for label in sorted(by_class):
+        members = [by_class[label][i] for i in rng.permutation(len(by_class[label]))]
+        need = min(top - len(members), len(members) * augment.copies)
+        rows += [(members[j % len(members)], j // len(members)) for j in range(need)]
+    return rows
+
+
+def _with_augmented(
+    feats: _Loaded, X: Any, ids: list[str], labels: dict[str, str], seed: int, fold: int
+) -> tuple[Any, list[str]]:
+    """``X`` (rows of ``ids``) followed by the augmented copies for them; returns (X, origin id per row)."""
+    if feats.augment is None:
+        return X, ids
+    rows = _augmented_rows(ids, labels, feats.augment, seed, fold)
+    parts, origin = [X], list(ids)
+    for c, copy in enumerate(feats.aug):
+        take = [u for u, cc in rows if cc == c and u in copy.index]
+        if take:
+            parts.append(_select(copy, take))
+            origin += take
+    if isinstance(X, np.ndarray):
+        return np.concatenate(parts), origin
+    return [x for part in parts for x in part], origin
 
 
 @dataclass(frozen=True)
@@ -193,6 +251,7 @@ def run_bench(
     jobs: int = -1,
     model_params: dict[str, dict[str, Any]] | None = None,
     extractor_params: dict[str, dict[str, Any]] | None = None,
+    augment: Any = None,
     progress: Callable[[UnitResult], None] | None = None,
     render: bool = True,
 ) -> BenchReport:
@@ -228,7 +287,13 @@ def run_bench(
     model_params : dict, optional
         Per-model parameter overrides ``{"svm": {"C": 1.0}}``.
     extractor_params : dict, optional
-        Per-extractor parameters ``{"whisper-base": {"frame_layers": [4]}}``.
+        Per-extractor parameters ``{"whisper-base": {"frame_layers": [4]}}``; ``"preprocess"`` in them
+        preprocesses every clip (:mod:`sertool.features.transforms`) and names the entry ``<view>~<steps>``.
+    augment : str, dict or AugmentSpec, optional
+        Augment training data (``"awgn"``, ``{"transforms": ["stretch", "pitch"], "copies": 3, "balance":
+        true}``): augmented copies of each fold's training utterances (training + validation parts for
+        classical models, training part only for neural heads) are added to that fold's fit; test parts and
+        validation parts used for early stopping are never augmented. Entries are named ``<view>+aug-...``.
     progress : callable, optional
         Called with each :class:`UnitResult` as it finishes (the CLI draws a bar).
     render : bool
@@ -240,6 +305,7 @@ def run_bench(
     """
     from sertool.features import configured_extractor, parse_view
     from sertool.features.store import FeatureStore, default_cache_dir
+    from sertool.features.transforms import augmented_extractors, parse_augment
     from sertool.models.registry import (
         encode_labels,
         fit_estimator,
@@ -249,6 +315,7 @@ def run_bench(
     from sertool.splits import check_split
 
     resolve_models(models)  # unknown names fail here, before any extraction or training
+    aug = parse_augment(augment)
     views = [parse_view(spec) for spec in features]
     if not views:
         raise ParameterError("features must name at least one feature view")
@@ -326,8 +393,36 @@ def run_bench(
                 specs = [m for m in specs if m.input != kind]
                 continue
             loaded[kind] = _Loaded(
-                fs.X, list(fs.utt_ids), fs.key, view.name, {u: i for i, u in enumerate(fs.utt_ids)}
+                fs.X,
+                list(fs.utt_ids),
+                fs.key,
+                feature_label(view.name, extractor, aug),
+                {u: i for i, u in enumerate(fs.utt_ids)},
+                augment=aug,
+                preprocess=list(getattr(extractor, "preprocess", [])),
             )
+        if aug is not None and loaded:
+            # augmented copies of every utterance some fold trains on (never of one only tested on)
+            fit_universe = {u for f in split.folds for u in (*f.train, *f.valid)}
+            sub = manifest[manifest["utt_id"].isin(fit_universe)]
+            for copy in augmented_extractors(extractor, aug):
+                if extract:
+                    from sertool.features.extract import extract_features
+
+                    report.extraction.append(extract_features(sub, copy, cache=store, jobs=jobs))
+                for kind, feats in loaded.items():
+                    cs = store.load(
+                        sub, replace(view, extractor=copy.name), output=kind, allow_missing=True, key=copy
+                    )
+                    feats.aug.append(
+                        _Loaded(
+                            cs.X,
+                            list(cs.utt_ids),
+                            cs.key,
+                            feats.view,
+                            {u: i for i, u in enumerate(cs.utt_ids)},
+                        )
+                    )
         for mspec in specs:
             feats = loaded[mspec.input]
             for fold in split.folds:
@@ -360,7 +455,8 @@ def _run_unit(
     jpath, ppath = unit_paths(ctx.base, view, name, k)
     if jpath.exists() and not ctx.force:
         meta = json.loads(jpath.read_text())
-        return UnitResult(view, name, k, "cached", meta["metrics"]["ua"], meta["metrics"]["wa"])
+        if _same_inputs(meta, feats, jpath):
+            return UnitResult(view, name, k, "cached", meta["metrics"]["ua"], meta["metrics"]["wa"])
     jpath.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(jpath) + ".lock")
     try:
@@ -374,10 +470,26 @@ def _run_unit(
             stale.unlink(missing_ok=True)
         if jpath.exists() and not ctx.force:  # finished by another process while we waited
             meta = json.loads(jpath.read_text())
-            return UnitResult(view, name, k, "cached", meta["metrics"]["ua"], meta["metrics"]["wa"])
+            if _same_inputs(meta, feats, jpath):
+                return UnitResult(view, name, k, "cached", meta["metrics"]["ua"], meta["metrics"]["wa"])
         return _fit_score(ctx, feats, mspec, fold, overrides, jpath, ppath)
     finally:
         lock.release()
+
+
+def _augment_record(feats: _Loaded) -> dict[str, Any] | None:
+    if feats.augment is None:
+        return None
+    return {**feats.augment.to_dict(), "copy_keys": [c.key for c in feats.aug]}
+
+
+def _same_inputs(meta: dict[str, Any], feats: _Loaded, path: Path) -> bool:
+    """Whether a stored unit was computed from these features (cache key and augmentation); a unit of other
+    inputs under the same name (an extractor parameter changed) is stale: it is redone, with a warning."""
+    if meta.get("feature_key", feats.key) == feats.key and meta.get("augment") == _augment_record(feats):
+        return True
+    log.warning("%s was computed from other features (%s); redoing it", path, meta.get("feature_key"))
+    return False
 
 
 def _fit_score(
@@ -420,8 +532,9 @@ def _fit_score(
     if "device" in est.get_params(deep=False):
         est.set_params(device=device)
     est = clone(est)
-    y_fit = encoder.transform([labels[u] for u in fit_ids])
-    X_fit = _select(feats, fit_ids)
+    # augmented copies join the fit data only (never validation parts used for early stopping, never tests)
+    X_fit, fit_rows = _with_augmented(feats, _select(feats, fit_ids), fit_ids, labels, seed, k)
+    y_fit = encoder.transform([labels[u] for u in fit_rows])
     fit_params: dict[str, Any] = {}
     if neural and valid:
         fit_params = {
@@ -437,8 +550,9 @@ def _fit_score(
                 mspec,
                 X_fit,
                 y_fit,
-                [speakers[u] for u in fit_ids],
-                split.speaker_independent,
+                # inner folds keep a speaker's (or, speaker-dependent, a clip's) augmented copies together
+                [speakers[u] for u in fit_rows] if split.speaker_independent else fit_rows,
+                split.speaker_independent or feats.augment is not None,
                 seed,
                 fit_estimator,
             )
@@ -490,6 +604,9 @@ def _fit_score(
         "seed": seed,
         "classes": classes,
         "n_train": len(fit_ids),
+        "n_augmented": len(fit_rows) - len(fit_ids),
+        "augment": _augment_record(feats),
+        "preprocess": feats.preprocess or None,
         "n_valid": len(valid) if neural else 0,
         "n_test": len(test),
         "metrics": json_safe(metrics),
@@ -511,15 +628,16 @@ def _tune(
     X: Any,
     y: np.ndarray,
     groups: list[str],
-    by_speaker: bool,
+    grouped: bool,
     seed: int,
     fit_estimator: Any,
 ) -> tuple[Any, dict[str, Any]]:
-    """Grid search inside the training data only (grouped by speaker when speaker-independent)."""
+    """Grid search inside the training data only; inner folds are grouped by ``groups`` when ``grouped``
+    (speakers under speaker-independent splits; origin clips when augmented copies must stay together)."""
     from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold
 
     n_groups = len(set(groups))
-    if by_speaker and n_groups >= 3:
+    if grouped and n_groups >= 3:
         cv = StratifiedGroupKFold(n_splits=min(3, n_groups), shuffle=True, random_state=seed)
         cv_splits = list(cv.split(X, y, groups))
     else:

@@ -197,7 +197,9 @@ def configured_extractor(
     name : str
         Extractor (or view) name.
     params : dict, optional
-        The user's parameters for it (``--extractor-params``); they win over the settings below.
+        The user's parameters for it (``--extractor-params``); they win over the settings below. The key
+        ``"preprocess"`` (a list of steps, :mod:`sertool.features.transforms`) wraps the extractor so that
+        every clip is preprocessed first; it is part of the cache key.
     device : {"auto", "cpu", "cuda"}
         Device for ``whisper-*`` and ``ssl-*`` extractors.
     cache : path, optional
@@ -205,11 +207,17 @@ def configured_extractor(
     """
     base = parse_view(name).extractor
     kwargs = dict(params or {})
-    if base.startswith(("whisper-", "ssl-")):
+    preprocess = kwargs.pop("preprocess", None)
+    if base.startswith(("whisper-", "ssl-", "text-")):
         kwargs.setdefault("device", device)
-    if base.startswith("whisper-") and cache is not None:
+    if base.startswith(("whisper-", "text-")) and cache is not None:
         kwargs.setdefault("cache", Path(cache))
-    return get_extractor(base, **kwargs)
+    extractor = get_extractor(base, **kwargs)
+    if preprocess:
+        from sertool.features.transforms import with_preprocessing
+
+        extractor = with_preprocessing(extractor, preprocess)
+    return extractor
 
 
 @dataclass(frozen=True)
