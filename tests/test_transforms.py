@@ -161,7 +161,7 @@ def test_bench_adds_augmented_copies_to_training_parts_only(tmp_path, demo_root)
     )  # fmt: skip
     assert rep.counts == {"done": 2}
     base = rep.results_dir
-    meta = json.loads(unit_paths(base, "handcrafted94+aug-awgn", "logreg", 0)[0].read_text())
+    meta = json.loads(unit_paths(base, "handcrafted94~aug-awgn", "logreg", 0)[0].read_text())
     fold = split.folds[0]
     assert meta["n_augmented"] == meta["n_train"] == len(fold.train) + len(fold.valid)
     assert meta["augment"]["transforms"][0]["name"] == "awgn" and len(meta["augment"]["copy_keys"]) == 1
@@ -180,9 +180,9 @@ def test_bench_adds_augmented_copies_to_training_parts_only(tmp_path, demo_root)
         jobs=1,
     )
     board = pd.read_csv(base / "leaderboard.csv")
-    assert set(board["features"]) == {"handcrafted94", "handcrafted94+aug-awgn"}
+    assert set(board["features"]) == {"handcrafted94", "handcrafted94~aug-awgn"}
     plain = pd.read_parquet(unit_paths(base, "handcrafted94", "logreg", 0)[1])
-    augd = pd.read_parquet(unit_paths(base, "handcrafted94+aug-awgn", "logreg", 0)[1])
+    augd = pd.read_parquet(unit_paths(base, "handcrafted94~aug-awgn", "logreg", 0)[1])
     assert plain["utt_id"].tolist() == augd["utt_id"].tolist() == list(fold.test)
 
 

@@ -151,13 +151,13 @@ class _Loaded:
 
 def feature_label(view: str, extractor: Any, augment: Any = None) -> str:
     """The leaderboard name of a view: ``handcrafted94``, ``handcrafted94~denoise-trim`` (preprocessed),
-    ``mfcc40+aug-awgn`` (training parts augmented); the parts after the view are the run's signal transforms."""
+    ``mfcc40~aug-awgn`` (training parts augmented): what follows ``~`` are the run's signal transforms."""
     label = view
     pre = getattr(extractor, "preprocess", None)
     if pre:
         label += "~" + "-".join(step["name"] for step in pre)
     if augment is not None:
-        label += "+" + augment.tag
+        label += "~" + augment.tag
     return label
 
 
@@ -264,7 +264,8 @@ def run_bench(
     split : sertool.splits.Split
         The saved split (checked for leakage here).
     features : sequence of str
-        Feature views (``"handcrafted94"``, ``"whisper-base@all"``, ...).
+        Feature views (``"handcrafted94"``, ``"whisper-base@all"``, ...); ``"a+b"`` fuses views by
+        concatenating their pooled vectors (``"whisper-base@all+text-minilm"``: speech and its transcript).
     models : str or sequence of str
         ``"all"``, a family (``"classic"``, ``"neural"``) or names; ``all`` keeps the models whose input kind
         (pooled vectors / frame sequences) the view provides.
@@ -293,7 +294,7 @@ def run_bench(
         Augment training data (``"awgn"``, ``{"transforms": ["stretch", "pitch"], "copies": 3, "balance":
         true}``): augmented copies of each fold's training utterances (training + validation parts for
         classical models, training part only for neural heads) are added to that fold's fit; test parts and
-        validation parts used for early stopping are never augmented. Entries are named ``<view>+aug-...``.
+        validation parts used for early stopping are never augmented. Entries are named ``<view>~aug-...``.
     progress : callable, optional
         Called with each :class:`UnitResult` as it finishes (the CLI draws a bar).
     render : bool
@@ -316,7 +317,7 @@ def run_bench(
 
     resolve_models(models)  # unknown names fail here, before any extraction or training
     aug = parse_augment(augment)
-    views = [parse_view(spec) for spec in features]
+    views = [parse_view(part) for spec in features for part in spec.split("+")]
     if not views:
         raise ParameterError("features must name at least one feature view")
     check_split(split, manifest)
@@ -355,30 +356,44 @@ def run_bench(
         fit_estimator=fit_estimator,
     )
     for spec in features:
-        view = parse_view(spec)
-        # converted Whisper weights live beside the features
-        extractor = configured_extractor(
-            view.extractor, extractor_params.get(view.extractor), device=dev, cache=store.root
-        )
-        if extract:
-            from sertool.features.extract import extract_features
+        parts = [parse_view(p) for p in spec.split("+")]
+        view = parts[0]
+        if len(parts) > 1 and aug is not None:
+            raise ParameterError(f"{spec}: augmentation of fused views is not supported; augment one view")
+        extractors = []
+        for part in parts:
+            # converted Whisper weights live beside the features
+            ex = configured_extractor(
+                part.extractor, extractor_params.get(part.extractor), device=dev, cache=store.root
+            )
+            if extract:
+                from sertool.features.extract import extract_features
 
-            report.extraction.append(extract_features(manifest, extractor, cache=store, jobs=jobs))
-        kinds = ["pooled"] + (["frames"] if "frames" in extractor.outputs() else [])
+                report.extraction.append(extract_features(manifest, ex, cache=store, jobs=jobs))
+            extractors.append(ex)
+        extractor = extractors[0]
+        label = "+".join(feature_label(v.name, ex, aug) for v, ex in zip(parts, extractors, strict=True))
+        # a fused view (``a+b``) concatenates pooled vectors: frame models need one view
+        fused = len(parts) > 1
+        kinds = ["pooled"] + (["frames"] if not fused and "frames" in extractor.outputs() else [])
         requested = resolve_models(models)
         tokens = models.split(",") if isinstance(models, str) else list(models)
         named = {t.strip().lower() for t in tokens}
         # a model designed for other features (cnn_transformer: MFCCs) runs on these only when named
         specs = [
-            m for m in requested if m.input in kinds and (m.name in named or m.designed_for(view.extractor))
+            m
+            for m in requested
+            if m.input in kinds and (m.name in named or all(m.designed_for(v.extractor) for v in parts))
         ]
         explicit = not (isinstance(models, str) and models in ("all", "classic", "neural"))
         for m in requested:
             if m.input not in kinds and explicit:
                 log.warning("%s needs %s features, which %s does not provide; skipped", m.name, m.input, spec)
-                report.units.append(UnitResult(view.name, m.name, -1, "skipped", reason=f"needs {m.input}"))
+                report.units.append(UnitResult(label, m.name, -1, "skipped", reason=f"needs {m.input}"))
         loaded: dict[str, _Loaded] = {}
-        for kind in sorted({m.input for m in specs}):
+        if fused and specs:
+            loaded["pooled"] = _load_fused(store, manifest, parts, extractors, label)
+        for kind in sorted({m.input for m in specs}) if not fused else []:
             try:
                 fs = store.load(manifest, view, output=kind, allow_missing=True, key=extractor)
             except ParameterError as exc:  # e.g. a layer view whose frames were not stored
@@ -389,14 +404,14 @@ def run_bench(
                     exc,
                 )
                 for m in [m for m in specs if m.input == kind]:
-                    report.units.append(UnitResult(view.name, m.name, -1, "skipped", reason=str(exc)))
+                    report.units.append(UnitResult(label, m.name, -1, "skipped", reason=str(exc)))
                 specs = [m for m in specs if m.input != kind]
                 continue
             loaded[kind] = _Loaded(
                 fs.X,
                 list(fs.utt_ids),
                 fs.key,
-                feature_label(view.name, extractor, aug),
+                label,
                 {u: i for i, u in enumerate(fs.utt_ids)},
                 augment=aug,
                 preprocess=list(getattr(extractor, "preprocess", [])),
@@ -446,6 +461,25 @@ def run_bench(
             board, results, base, title=f"{corpus_name(manifest)} / {split.id}"
         )
     return report
+
+
+def _load_fused(
+    store: Any, manifest: pd.DataFrame, views: Sequence[Any], extractors: Sequence[Any], label: str
+) -> _Loaded:
+    """Pooled vectors of several views side by side (``whisper-base@all+text-minilm``: audio and text), for
+    the utterances every view has, in manifest order; the key names every part's cache key."""
+    sets = [
+        store.load(manifest, v, output="pooled", allow_missing=True, key=ex)
+        for v, ex in zip(views, extractors, strict=True)
+    ]
+    common = set.intersection(*(set(fs.utt_ids) for fs in sets))
+    ids = [u for u in manifest["utt_id"] if u in common]
+    blocks = []
+    for fs in sets:
+        pos = {u: i for i, u in enumerate(fs.utt_ids)}
+        blocks.append(fs.X[[pos[u] for u in ids]])
+    X = np.ascontiguousarray(np.concatenate(blocks, axis=1), dtype=np.float32)
+    return _Loaded(X, ids, "+".join(fs.key for fs in sets), label, {u: i for i, u in enumerate(ids)})
 
 
 def _run_unit(

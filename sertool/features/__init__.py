@@ -15,7 +15,7 @@ from sertool.features.base import (
     register_extractor,
 )
 
-for _mod in ("handcrafted", "whisper", "egemaps", "ssl"):
+for _mod in ("handcrafted", "whisper", "egemaps", "ssl", "text", "spectrogram"):
     try:
         import_module(f"sertool.features.{_mod}")
     except ModuleNotFoundError as _exc:  # a module not written yet, or an optional dependency missing

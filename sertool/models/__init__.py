@@ -7,6 +7,7 @@ is installed.
 from __future__ import annotations
 
 import logging
+from importlib import import_module
 
 from sertool.models import classic
 from sertool.models.classic import GMMClassifier
@@ -26,13 +27,14 @@ from sertool.models.registry import (
 
 log = logging.getLogger(__name__)
 
-try:
-    from sertool.models import neural  # noqa: F401  (registers the torch heads)
-except ModuleNotFoundError as exc:  # torch absent, or the neural module not written yet
-    missing = exc.name or ""
-    if missing != f"{__name__}.neural" and missing.split(".")[0] not in {"torch", "skorch"}:
-        raise  # a genuine bug inside neural.py must not hide as "no neural models"
-    log.debug("neural models not available: %s", exc)
+for _mod in ("neural", "mobilenet"):  # the torch heads register themselves on import
+    try:
+        import_module(f"{__name__}.{_mod}")
+    except ModuleNotFoundError as exc:  # torch absent, or the module not written yet
+        missing = exc.name or ""
+        if missing != f"{__name__}.{_mod}" and missing.split(".")[0] not in {"torch", "skorch"}:
+            raise  # a genuine bug inside the module must not hide as "no neural models"
+        log.debug("%s models not available: %s", _mod, exc)
 
 __all__ = [
     "MODELS",
