@@ -105,7 +105,9 @@ def _dict_or_json(value: Any, flag: str) -> dict[str, Any]:
 
 
 def _augment_arg(value: Any) -> Any:
-    """``--augment``: a TOML table, a JSON object, or comma-separated transform names."""
+    """``--augment``: a TOML table, a JSON object, comma-separated transform names, or ``none``."""
+    if isinstance(value, str) and value.strip().lower() in ("", "none"):
+        return None
     if isinstance(value, str) and value.lstrip().startswith("{"):
         return _json_arg(value, "--augment")
     return value
@@ -233,18 +235,43 @@ def cmd_features(args: argparse.Namespace) -> int:
     return EXIT_SKIPPED if skipped_any else EXIT_OK
 
 
+def _bench_splits(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
+    """(strategy, params) of every split a bench run covers: ``--split`` (with ``--split-params``), or a TOML
+    list mixing strategy strings and tables ``{strategy = "cross-corpus", params = {...}}`` (one study under
+    several protocols)."""
+    items = args.split if isinstance(args.split, list) else [args.split]
+    out: list[tuple[str, dict[str, Any]]] = []
+    for item in items:
+        if isinstance(item, dict):
+            unknown = sorted(set(item) - {"strategy", "params"})
+            if unknown or not isinstance(item.get("strategy"), str):
+                raise SertoolError(f"split {item!r}: expected {{strategy = NAME, params = {{...}}}}")
+            out.append((item["strategy"], _dict_or_json(item.get("params"), "split params")))
+        else:
+            out.append((str(item), _json_arg(args.split_params, "--split-params")))
+    return out
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Train and score every model on every feature view and fold of one saved split."""
+    """Train and score every model on every feature view and fold of one saved split (or of each split a
+    benchmark definition lists)."""
     from sertool.bench.runner import run_bench
     from sertool.models.registry import resolve_models
+    from sertool.splits import make_split
 
     models_arg: Any = args.models if args.models in ("all", "classic", "neural") else args.models.split(",")
     resolve_models(models_arg)  # fail on a misspelt model before scanning the corpus
+    splits = _bench_splits(args)
     built = _manifest_from_args(args)
     manifest = _schemed(built.manifest, args.scheme)
-    split = _split_from_args(args, manifest)
+    if args.min_duration:
+        short = manifest["duration_s"] < args.min_duration
+        if short.any():
+            log.info(
+                "%d clips shorter than %.2f s left out (--min-duration)", int(short.sum()), args.min_duration
+            )
+        manifest = manifest[~short].reset_index(drop=True)
     features = [f.strip() for f in args.features.split(",") if f.strip()]
-    models = models_arg
     from tqdm import tqdm
 
     bar = tqdm(desc="bench", unit="unit", disable=not sys.stderr.isatty())
@@ -253,42 +280,59 @@ def cmd_bench(args: argparse.Namespace) -> int:
         bar.update(1)
         bar.set_postfix_str(f"{unit.features} {unit.model} f{unit.fold} {unit.status}")
 
+    reports = []
     try:
-        report = run_bench(
-            manifest,
-            split,
-            features=features,
-            models=models,
-            results_dir=args.results,
-            cache=args.cache,
-            seed=args.seed,
-            device=args.device,
-            tune=args.tune,
-            force=args.force,
-            jobs=args.jobs,
-            model_params=_dict_or_json(args.model_params, "--model-params"),
-            extractor_params=_dict_or_json(args.extractor_params, "--extractor-params"),
-            augment=_augment_arg(args.augment),
-            progress=tick,
-        )
+        for strategy, params in splits:
+            split = make_split(
+                manifest, strategy, seed=args.seed, valid_fraction=args.valid_fraction, **params
+            )
+            reports.append(
+                run_bench(
+                    manifest,
+                    split,
+                    features=features,
+                    models=models_arg,
+                    results_dir=args.results,
+                    cache=args.cache,
+                    seed=args.seed,
+                    device=args.device,
+                    tune=args.tune,
+                    force=args.force,
+                    jobs=args.jobs,
+                    model_params=_dict_or_json(args.model_params, "--model-params"),
+                    extractor_params=_dict_or_json(args.extractor_params, "--extractor-params"),
+                    augment=_augment_arg(args.augment),
+                    progress=tick,
+                )
+            )
     finally:
         bar.close()
-    summary = {
-        "split_id": report.split_id,
-        "results": str(report.results_dir),
-        "units": report.counts,
-        "leaderboard": {k: str(v) for k, v in report.leaderboard.items()},
-    }
-    failed = [u for u in report.units if u.status == "failed"]
+    status = EXIT_OK
+    summaries = []
+    for report in reports:
+        summaries.append(
+            {
+                "split_id": report.split_id,
+                "results": str(report.results_dir),
+                "units": report.counts,
+                "leaderboard": {k: str(v) for k, v in report.leaderboard.items()},
+            }
+        )
+        failed = [u for u in report.units if u.status == "failed"]
+        if not args.json:
+            md = report.leaderboard.get("md")
+            _print(
+                Path(md).read_text() if md and Path(md).exists() else json.dumps(summaries[-1], indent=2),
+                False,
+            )
+            _print(f"units: {report.counts}; results in {report.results_dir}", False)
+            for u in failed:
+                _print(f"  FAILED {u.features} {u.model} fold {u.fold}: {u.reason}", False)
+        if failed or any(r.skipped for r in report.extraction):
+            status = EXIT_SKIPPED
     if args.json:
-        _print(summary, True)
-    else:
-        md = report.leaderboard.get("md")
-        _print(Path(md).read_text() if md and Path(md).exists() else json.dumps(summary, indent=2), False)
-        _print(f"units: {report.counts}; results in {report.results_dir}", False)
-        for u in failed:
-            _print(f"  FAILED {u.features} {u.model} fold {u.fold}: {u.reason}", False)
-    return EXIT_SKIPPED if failed or any(r.skipped for r in report.extraction) else EXIT_OK
+        _print(summaries[0] if len(summaries) == 1 else summaries, True)
+    return status
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -503,6 +547,12 @@ def build_parser() -> argparse.ArgumentParser:
         help='JSON: per-model parameter overrides, e.g. \'{"svm": {"C": 1.0}}\'',
     )
     p.add_argument("--extractor-params", default=None, help="JSON: per-extractor parameters (see features)")
+    p.add_argument(
+        "--min-duration",
+        type=float,
+        default=0.0,
+        help="leave out clips shorter than this many seconds (the combined-corpus study: 1.0)",
+    )
     p.add_argument(
         "--augment",
         default=None,

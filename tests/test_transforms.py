@@ -201,3 +201,29 @@ def test_a_unit_of_other_features_is_redone_not_reused(tmp_path, demo_root, capl
     assert [u.status for u in rep.units] == ["cached", "done", "cached", "cached"]
     assert "computed from other features" in caplog.text
     assert json.loads(path.read_text())["feature_key"] != "handcrafted94/v0-0000000000"
+
+
+def test_balancing_extracts_and_adds_copies_of_the_smaller_class_only(tmp_path, demo_root):
+    m = build_manifest("demo", demo_root).manifest
+    small = sorted(m["label"].unique())[0]
+    drop = m.index[(m["label"] == small)][::2]  # half of one class gone: it is the only one to fill
+    m = m.drop(drop).reset_index(drop=True)
+    split = make_split(m, "speaker-4fold", seed=0)
+    spec = {"transforms": ["gain"], "copies": 2, "balance": True}
+    rep = run_bench(
+        m, split, features=["handcrafted94"], models="gnb", results_dir=tmp_path / "r", cache=tmp_path / "c",
+        jobs=1, augment=spec,
+    )  # fmt: skip
+    assert rep.counts == {"done": 4}
+    copies = augmented_extractors(get_extractor("handcrafted94"), parse_augment(spec))
+    store = FeatureStore(tmp_path / "c")
+    got = [store.load(m, "handcrafted94.aug", key=c, allow_missing=True).utt_ids for c in copies]
+    labels = dict(zip(m["utt_id"], m["label"], strict=True))
+    assert got[0] and {labels[u] for u in got[0] + got[1]} == {small}
+    for fold in split.folds:
+        meta = json.loads(
+            unit_paths(rep.results_dir, "handcrafted94~aug-gain-x2-bal", "gnb", fold.index)[0].read_text()
+        )
+        fit = [labels[u] for u in (*fold.train, *fold.valid)]
+        counts = pd.Series(fit).value_counts()
+        assert meta["n_augmented"] == min(counts.max() - counts[small], 2 * counts[small])

@@ -417,25 +417,37 @@ def run_bench(
                 preprocess=list(getattr(extractor, "preprocess", [])),
             )
         if aug is not None and loaded:
-            # augmented copies of every utterance some fold trains on (never of one only tested on)
-            fit_universe = {u for f in split.folds for u in (*f.train, *f.valid)}
-            sub = manifest[manifest["utt_id"].isin(fit_universe)]
-            for copy in augmented_extractors(extractor, aug):
-                if extract:
+            # extract exactly the augmented copies some fold's fit will use (never of a clip only tested on;
+            # with balancing, only copies of the clips that fill a smaller class)
+            avail = next(iter(loaded.values())).index
+            wanted: list[set[str]] = [set() for _ in range(aug.copies)]
+            for f in split.folds:
+                train = [u for u in f.train if u in avail]
+                for fit_ids in (train, train + [u for u in f.valid if u in avail]):
+                    for u, c in _augmented_rows(fit_ids, labels, aug, seed, f.index):
+                        wanted[c].add(u)
+            for copy, ids in zip(augmented_extractors(extractor, aug), wanted, strict=True):
+                sub = manifest[manifest["utt_id"].isin(ids)]
+                if extract and len(sub):
                     from sertool.features.extract import extract_features
 
                     report.extraction.append(extract_features(sub, copy, cache=store, jobs=jobs))
                 for kind, feats in loaded.items():
-                    cs = store.load(
-                        sub, replace(view, extractor=copy.name), output=kind, allow_missing=True, key=copy
+                    cs = (
+                        store.load(
+                            sub, replace(view, extractor=copy.name), output=kind, allow_missing=True, key=copy
+                        )
+                        if len(sub)
+                        else None
                     )
+                    ids_c = list(cs.utt_ids) if cs is not None else []
                     feats.aug.append(
                         _Loaded(
-                            cs.X,
-                            list(cs.utt_ids),
-                            cs.key,
+                            cs.X if cs is not None else [],
+                            ids_c,
+                            copy.key,
                             feats.view,
-                            {u: i for i, u in enumerate(cs.utt_ids)},
+                            {u: i for i, u in enumerate(ids_c)},
                         )
                     )
         for mspec in specs:
