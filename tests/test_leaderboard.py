@@ -338,3 +338,38 @@ def test_errors_name_the_file(two_splits: Path, tmp_path: Path) -> None:
     unit.write_text(json.dumps({**record, "schema": 2}))
     with pytest.raises(ResultsError, match="schema 2"):
         collect_results(tmp_path)
+
+
+def test_layerwise_table_and_plot_from_single_layer_views(tmp_path: Path, monkeypatch) -> None:
+    import sys
+
+    from sertool.bench.leaderboard import layerwise, layerwise_markdown
+
+    monkeypatch.setattr(
+        sys.modules[__name__], "FEATURES", ("whisper-tiny.en@0", "whisper-tiny.en@2", "whisper-tiny.en@all")
+    )
+    write_fake_results(tmp_path / "r")
+    results = collect_results(tmp_path / "r")
+    board = build_leaderboard(results, n_boot=N_BOOT, seed=0)
+    table = layerwise(board)
+    # @all is no single layer; 2 layers x 3 models, the fake skill grows with the feature index
+    assert table[["encoder", "layer"]].drop_duplicates().values.tolist() == [
+        ["whisper-tiny.en", 0],
+        ["whisper-tiny.en", 2],
+    ]
+    assert len(table) == 6 and set(table["model"]) == set(MODELS)
+    svm = table[table["model"] == "svm"].set_index("layer")["ua_mean"]
+    row = board[(board["features"] == "whisper-tiny.en@2") & (board["model"] == "svm")]
+    assert svm[2] == pytest.approx(float(row["ua_mean"].iloc[0]))
+    md = layerwise_markdown(table)
+    assert "| encoder | model | L0 | L2 |" in md and md.count("**") == 2 * 3  # one best layer per line
+    files = write_leaderboard(board, results, tmp_path / "out")
+    assert files["layerwise"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "## Layer-wise UA" in files["md"].read_text()
+    # views with transforms keep them in the encoder name; boards without layer views give an empty table
+    other = pd.DataFrame(
+        {"features": ["whisper-base@3~aug-awgn", "handcrafted94"], "model": ["logreg"] * 2, "ua_mean": [0.5, 0.4],
+         "ua_std": [0.1, 0.1], "wa_mean": [0.5, 0.4], "folds": [6, 6]}
+    )  # fmt: skip
+    assert layerwise(other)[["encoder", "layer"]].values.tolist() == [["whisper-base~aug-awgn", 3]]
+    assert layerwise(other.iloc[1:]).empty

@@ -684,6 +684,10 @@ def leaderboard_markdown(board: pd.DataFrame, *, title: str = "") -> str:
     parts.append(_md_table(*_board_display(board)))
     parts.append("## Per-class recall (pooled over folds)\n")
     parts.append(_md_table(*_recall_display(board)))
+    layers = layerwise(board)
+    if not layers.empty:
+        parts.append("## Layer-wise UA (single-layer views; `layerwise.png`)\n")
+        parts.append(layerwise_markdown(layers))
     parts.append("## Notes\n")
     parts.append("".join(f"- {n}\n" for n in _notes(meta)))
     return "\n".join(parts)
@@ -742,6 +746,65 @@ def plot_ua_ci(board: pd.DataFrame) -> bytes:
     ax.set_xlabel("UA (balanced accuracy)")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(loc="lower right", fontsize="small")
+    return _png_bytes(fig)
+
+
+_LAYER_VIEW = re.compile(r"^(?P<encoder>[A-Za-z0-9_.\-]+)@(?P<layer>\d+)(?P<rest>(?:~.*)?)$")
+
+
+def layerwise(board: pd.DataFrame) -> pd.DataFrame:
+    """The single-layer entries of a board (``whisper-base@3``, ``whisper-tiny.en@0~aug-awgn``), one row per
+    (encoder, model, layer), sorted: the layer-wise table of a probing or attentive-pooling study.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``encoder`` (the view without its layer), ``model``, ``layer``, ``ua_mean``, ``ua_std``,
+        ``wa_mean``, ``folds``; empty when the board has no single-layer views.
+    """
+    m = board["features"].astype(str).str.extract(_LAYER_VIEW)
+    rows = board.assign(encoder=m["encoder"] + m["rest"].fillna(""), layer=pd.to_numeric(m["layer"]))
+    rows = rows.dropna(subset=["layer"])
+    cols = ["encoder", "model", "layer", "ua_mean", "ua_std", "wa_mean", "folds"]
+    if rows.empty:
+        return pd.DataFrame(columns=cols)
+    out = rows[cols].astype({"layer": int}).sort_values(["encoder", "model", "layer"])
+    return out.reset_index(drop=True)
+
+
+def layerwise_markdown(table: pd.DataFrame) -> str:
+    """A layer-wise table as Markdown: one row per (encoder, model), one UA column per layer, best in bold."""
+    layers = sorted(table["layer"].unique())
+    header = ["encoder", "model", *[f"L{i}" for i in layers]]
+    rows = []
+    for (enc, model), part in table.groupby(["encoder", "model"], sort=True):
+        ua = dict(zip(part["layer"], part["ua_mean"], strict=True))
+        best = max(ua, key=lambda k: ua[k])
+        cells = [f"**{_num(ua[i])}**" if i == best else _num(ua[i]) if i in ua else "" for i in layers]
+        rows.append([enc, model, *cells])
+    return _md_table(header, rows, [False, False, *[True] * len(layers)])
+
+
+def plot_layerwise(table: pd.DataFrame, *, title: str = "") -> bytes:
+    """PNG of UA (mean ± std over folds) against the encoder layer, one line per (encoder, model)."""
+    fig = _new_figure(6.5, 3.8)
+    ax = fig.add_subplot()
+    for (enc, model), part in table.groupby(["encoder", "model"], sort=True):
+        ax.errorbar(
+            part["layer"],
+            part["ua_mean"],
+            yerr=part["ua_std"],
+            marker="o",
+            capsize=3,
+            label=f"{enc} / {model}",
+        )
+    ax.set_xlabel("encoder layer (0 = input embedding)")
+    ax.set_ylabel("UA (mean ± std over folds)")
+    ax.set_xticks(sorted(table["layer"].unique()))
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
     return _png_bytes(fig)
 
 
@@ -869,7 +932,8 @@ def write_leaderboard(
     Returns
     -------
     dict of str to Path
-        ``csv``, ``md``, ``html``, and with plots ``ua_ci`` and ``confusion/<features>__<model>``.
+        ``csv``, ``md``, ``html``, and with plots ``ua_ci``, ``layerwise`` (when the board has single-layer
+        views) and ``confusion/<features>__<model>``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -890,6 +954,12 @@ def write_leaderboard(
         (out / "ua_ci.png").write_bytes(png)
         written["ua_ci"] = out / "ua_ci.png"
         images.append(("UA with confidence interval per entry", png))
+        layers = layerwise(board)
+        if not layers.empty:
+            png = plot_layerwise(layers, title=f"{meta['corpus']} / {meta['split_id']}")
+            (out / "layerwise.png").write_bytes(png)
+            written["layerwise"] = out / "layerwise.png"
+            images.append(("UA per encoder layer", png))
         classes = [c[len(RECALL_PREFIX) :] for c in board.columns if c.startswith(RECALL_PREFIX)]
         (out / "confusion").mkdir(exist_ok=True)
         for r in board.itertuples(index=False):
