@@ -100,7 +100,7 @@ class Spectrogram(Extractor):
         return np.ascontiguousarray(np.log1p(mag).T, dtype=np.float32)
 
     def extract(self, y: np.ndarray) -> dict[str, np.ndarray]:
-        """See :meth:`Extractor.extract`; returns ``"frames"`` (T, n_bins) float16 and ``"pooled"`` (2 n_bins,)."""
+        """See :meth:`Extractor.extract`: ``"frames"`` (T, n_bins) float16, ``"pooled"`` (2 n_bins,)."""
         frames = self.log_magnitude(y)
         pooled = np.concatenate([frames.mean(axis=0), frames.std(axis=0)]).astype(np.float32)
         return {"frames": frames.astype(np.float16), "pooled": pooled}
