@@ -73,7 +73,9 @@ def main() -> None:
     ap.add_argument("--folds", type=int, nargs="*", default=list(range(6)))
     ap.add_argument("--test", action="store_true", help="also score the test parts (final defaults only)")
     ap.add_argument("--root", default=str(REPO.parent / "shared" / "corpora" / "ravdess"))
-    ap.add_argument("--cache", default=None, help="feature cache (default $SERTOOL_CACHE or ~/.cache/sertool)")
+    ap.add_argument(
+        "--cache", default=None, help="feature cache (default $SERTOOL_CACHE or ~/.cache/sertool)"
+    )
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
 
