@@ -251,3 +251,26 @@ def test_predict_one_clip_is_fast_after_start_up(svm_dir, cache, demo_root, tmp_
     t0 = time.perf_counter()
     predict_files(model, [path])
     assert time.perf_counter() - t0 < 0.2
+
+
+def test_a_model_on_preprocessed_features_preprocesses_what_it_predicts(demo, cache, tmp_path):
+    """Preprocessing is part of the extractor: the saved model rebuilds it, and its probabilities are those of
+    the estimator on features of the *trimmed* audio (not of the raw audio)."""
+    eparams = {"handcrafted94": {"preprocess": ["trim"]}}
+    out = train_model(
+        demo, features="handcrafted94", model="logreg", out=tmp_path / "m", cache=cache, jobs=1,
+        extractor_params=eparams["handcrafted94"],
+    )  # fmt: skip
+    card = json.loads((out / "model.json").read_text())
+    assert card["extractor"]["params"]["preprocess"] == [{"name": "trim", "top_db": 30.0}]
+    model = load_model(out, cache=cache)
+    assert model.extractor.preprocess == card["extractor"]["params"]["preprocess"]
+    signals = [np.concatenate([np.zeros(8000, np.float32), load_audio(p)]) for p in demo["path"][:6]]
+    from sertool.features import get_extractor
+
+    plain = get_extractor("handcrafted94")
+    X = np.stack([plain.extract(model.extractor.transform(y))["pooled"] for y in signals])
+    order = [sorted(model.classes).index(c) for c in model.classes]
+    np.testing.assert_allclose(
+        model.predict_proba_signals(signals), model.estimator.predict_proba(X)[:, order], atol=1e-6
+    )
