@@ -302,6 +302,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
                     model_params=_dict_or_json(args.model_params, "--model-params"),
                     extractor_params=_dict_or_json(args.extractor_params, "--extractor-params"),
                     augment=_augment_arg(args.augment),
+                    normalize=args.normalize,
                     progress=tick,
                 )
             )
@@ -547,6 +548,12 @@ def build_parser() -> argparse.ArgumentParser:
         help='JSON: per-model parameter overrides, e.g. \'{"svm": {"C": 1.0}}\'',
     )
     p.add_argument("--extractor-params", default=None, help="JSON: per-extractor parameters (see features)")
+    p.add_argument(
+        "--normalize",
+        default=None,
+        choices=["speaker", "corpus"],
+        help="z-score pooled features per speaker or per corpus with the group's own (label-free) statistics",
+    )
     p.add_argument(
         "--min-duration",
         type=float,

@@ -147,6 +147,7 @@ class _Loaded:
     aug: list[_Loaded] = field(default_factory=list)
     augment: Any = None
     preprocess: list[dict[str, Any]] = field(default_factory=list)
+    normalize: str | None = None
 
 
 def feature_label(view: str, extractor: Any, augment: Any = None) -> str:
@@ -252,6 +253,7 @@ def run_bench(
     model_params: dict[str, dict[str, Any]] | None = None,
     extractor_params: dict[str, dict[str, Any]] | None = None,
     augment: Any = None,
+    normalize: str | None = None,
     progress: Callable[[UnitResult], None] | None = None,
     render: bool = True,
 ) -> BenchReport:
@@ -295,6 +297,11 @@ def run_bench(
         true}``): augmented copies of each fold's training utterances (training + validation parts for
         classical models, training part only for neural heads) are added to that fold's fit; test parts and
         validation parts used for early stopping are never augmented. Entries are named ``<view>~aug-...``.
+    normalize : {"speaker", "corpus"}, optional
+        Standardise pooled vectors per speaker (or per corpus) with that group's own mean and standard
+        deviation, computed on its clips without labels (speaker / corpus normalisation, the usual remedy
+        for cross-corpus shift). Transductive: a test group's statistics come from its own unlabelled clips.
+        Entries are named ``<view>~norm-speaker``; frame sequences are not normalised.
     progress : callable, optional
         Called with each :class:`UnitResult` as it finishes (the CLI draws a bar).
     render : bool
@@ -317,6 +324,8 @@ def run_bench(
 
     resolve_models(models)  # unknown names fail here, before any extraction or training
     aug = parse_augment(augment)
+    if normalize not in (None, "speaker", "corpus"):
+        raise ParameterError(f"normalize must be None, 'speaker' or 'corpus', got {normalize!r}")
     views = [parse_view(part) for spec in features for part in spec.split("+")]
     if not views:
         raise ParameterError("features must name at least one feature view")
@@ -393,6 +402,7 @@ def run_bench(
         loaded: dict[str, _Loaded] = {}
         if fused and specs:
             loaded["pooled"] = _load_fused(store, manifest, parts, extractors, label)
+            loaded["pooled"].preprocess = [s for ex in extractors for s in getattr(ex, "preprocess", [])]
         for kind in sorted({m.input for m in specs}) if not fused else []:
             try:
                 fs = store.load(manifest, view, output=kind, allow_missing=True, key=extractor)
@@ -450,6 +460,8 @@ def run_bench(
                             {u: i for i, u in enumerate(ids_c)},
                         )
                     )
+        if normalize is not None and "pooled" in loaded:
+            _normalize_groups(loaded["pooled"], manifest, "speaker" if normalize == "speaker" else "corpus")
         for mspec in specs:
             feats = loaded[mspec.input]
             for fold in split.folds:
@@ -473,6 +485,32 @@ def run_bench(
             board, results, base, title=f"{corpus_name(manifest)} / {split.id}"
         )
     return report
+
+
+def _normalize_groups(feats: _Loaded, manifest: pd.DataFrame, column: str) -> None:
+    """Z-score ``feats.X`` (and its augmented copies) per ``column`` group with the group's own clean-clip
+    mean and standard deviation (no labels involved); renames the entry ``<view>~norm-<column>``."""
+    group = dict(zip(manifest["utt_id"], manifest[column].astype(str), strict=True))
+    X = np.asarray(feats.X, dtype=np.float64)
+    rows = pd.Series([group[u] for u in feats.utt_ids])
+    stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for g, idx in rows.groupby(rows).groups.items():
+        idx = np.asarray(idx)
+        mean, std = X[idx].mean(axis=0), X[idx].std(axis=0)
+        stats[g] = (mean, np.where(std > 1e-8, std, 1.0))
+        X[idx] = (X[idx] - mean) / stats[g][1]
+    feats.X = X.astype(np.float32)
+    for copy in feats.aug:
+        if len(copy.utt_ids):
+            C = np.asarray(copy.X, dtype=np.float64)
+            for i, u in enumerate(copy.utt_ids):
+                mean, std = stats[group[u]]
+                C[i] = (C[i] - mean) / std
+            copy.X = C.astype(np.float32)
+    feats.view = feats.view + f"~norm-{column}"
+    for copy in feats.aug:
+        copy.view = feats.view
+    feats.normalize = column
 
 
 def _load_fused(
@@ -653,6 +691,7 @@ def _fit_score(
         "n_augmented": len(fit_rows) - len(fit_ids),
         "augment": _augment_record(feats),
         "preprocess": feats.preprocess or None,
+        "normalize": feats.normalize,
         "n_valid": len(valid) if neural else 0,
         "n_test": len(test),
         "metrics": json_safe(metrics),
