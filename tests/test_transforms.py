@@ -256,3 +256,32 @@ def test_speaker_normalisation_standardises_each_speaker_with_its_own_statistics
         run_bench(
             m, split, features=["handcrafted94"], models="logreg", results_dir=tmp_path, normalize="clip"
         )
+
+
+def test_inner_grid_search_keeps_a_clips_augmented_copies_in_one_fold(monkeypatch):
+    """Speaker-dependent split + augmentation: a copy in the inner training part and its clip in the inner
+    validation part would reward memorising (k=1 neighbours); the inner folds are grouped by origin clip."""
+    import sklearn.model_selection as ms
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from sertool.bench.runner import _tune
+    from sertool.models.registry import fit_estimator
+
+    seen = {}
+    real = ms.GridSearchCV
+
+    def spy(est, grid, **kw):
+        seen["cv"] = kw["cv"]
+        return real(est, grid, **kw)
+
+    monkeypatch.setattr(ms, "GridSearchCV", spy)
+    rng = np.random.default_rng(0)
+    n = 60
+    X = rng.normal(size=(n, 4))
+    y = rng.integers(0, 3, n)
+    origin = [f"u{i}" for i in range(n)]
+    Xa, ya, groups = np.vstack([X, X + 1e-3]), np.concatenate([y, y]), origin + origin  # one copy each
+    spec = type("Spec", (), {"param_grid": {"n_neighbors": [1, 15]}, "sample_weight": False})()
+    _tune(KNeighborsClassifier(), spec, Xa, ya, groups, True, 0, fit_estimator)
+    for train, valid in seen["cv"]:
+        assert not {groups[i] for i in train} & {groups[i] for i in valid}
