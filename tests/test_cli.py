@@ -115,6 +115,34 @@ def test_split_then_bench_from_a_definition_file(demo_root: Path, tmp_path: Path
     assert "leaderboard" in capsys.readouterr().out
 
 
+def test_a_definition_runs_one_study_under_several_splits_with_augmentation(
+    demo_root: Path, tmp_path: Path, capsys, monkeypatch
+):
+    monkeypatch.setenv("DEMO_ROOT", str(demo_root))
+    cfg = tmp_path / "def.toml"
+    cfg.write_text(
+        'corpus = "demo"\nroot = "${DEMO_ROOT}"\nfeatures = ["handcrafted94"]\nmodels = ["gnb"]\n'
+        'split = ["speaker-2fold", { strategy = "random-holdout", params = { test_fraction = 0.25 } }]\n'
+        'min_duration = 0.5\n[augment]\ntransforms = ["gain"]\n'
+    )
+    args = ["--results", str(tmp_path / "res"), "--cache", str(tmp_path / "cache"), "--jobs", "1", "--json"]
+    assert main(["bench", "--config", str(cfg), *args]) == EXIT_OK
+    summaries = json.loads(capsys.readouterr().out)
+    assert [s["split_id"].split("-")[0] for s in summaries] == ["speaker", "random"]
+    assert [s["units"] for s in summaries] == [{"done": 2}, {"done": 1}]
+    holdout = pd.read_csv(Path(summaries[1]["leaderboard"]["csv"]))
+    assert holdout["features"].tolist() == ["handcrafted94~aug-gain"]
+    split = json.loads((Path(summaries[1]["results"]) / "split.json").read_text())
+    assert split["params"]["test_fraction"] == 0.25
+    # --augment none on the command line runs the control into the same boards
+    assert main(["bench", "--config", str(cfg), *args, "--augment", "none"]) == EXIT_OK
+    capsys.readouterr()
+    assert set(pd.read_csv(Path(summaries[1]["leaderboard"]["csv"]))["features"]) == {
+        "handcrafted94",
+        "handcrafted94~aug-gain",
+    }
+
+
 def test_features_status(demo_root: Path, tmp_path: Path, capsys):
     cache = tmp_path / "cache"
     assert (
