@@ -368,8 +368,13 @@ def test_layerwise_table_and_plot_from_single_layer_views(tmp_path: Path, monkey
     assert "## Layer-wise UA" in files["md"].read_text()
     # views with transforms keep them in the encoder name; boards without layer views give an empty table
     other = pd.DataFrame(
-        {"features": ["whisper-base@3~aug-awgn", "handcrafted94"], "model": ["logreg"] * 2, "ua_mean": [0.5, 0.4],
-         "ua_std": [0.1, 0.1], "wa_mean": [0.5, 0.4], "folds": [6, 6]}
+        {"features": ["whisper-base@3~aug-awgn", "whisper-base@5~aug-awgn", "whisper-base@3", "handcrafted94"],
+         "model": ["logreg"] * 4, "ua_mean": [0.5, 0.6, 0.4, 0.3], "ua_std": [0.1] * 4, "wa_mean": [0.5] * 4,
+         "folds": [6] * 4}
     )  # fmt: skip
-    assert layerwise(other)[["encoder", "layer"]].values.tolist() == [["whisper-base~aug-awgn", 3]]
-    assert layerwise(other.iloc[1:]).empty
+    # (an encoder seen at one layer only, like plain whisper-base@3 here, makes no curve)
+    assert layerwise(other)[["encoder", "layer"]].values.tolist() == [
+        ["whisper-base~aug-awgn", 3],
+        ["whisper-base~aug-awgn", 5],
+    ]
+    assert layerwise(other.iloc[2:]).empty

@@ -760,7 +760,7 @@ def layerwise(board: pd.DataFrame) -> pd.DataFrame:
     -------
     pandas.DataFrame
         Columns ``encoder`` (the view without its layer), ``model``, ``layer``, ``ua_mean``, ``ua_std``,
-        ``wa_mean``, ``folds``; empty when the board has no single-layer views.
+        ``wa_mean``, ``folds``; only encoders seen at two layers or more (empty otherwise).
     """
     m = board["features"].astype(str).str.extract(_LAYER_VIEW)
     rows = board.assign(encoder=m["encoder"] + m["rest"].fillna(""), layer=pd.to_numeric(m["layer"]))
@@ -769,7 +769,9 @@ def layerwise(board: pd.DataFrame) -> pd.DataFrame:
     if rows.empty:
         return pd.DataFrame(columns=cols)
     out = rows[cols].astype({"layer": int}).sort_values(["encoder", "model", "layer"])
-    return out.reset_index(drop=True)
+    # a curve needs two layers: an encoder probed at one layer only is no layer-wise study
+    n_layers = out.groupby("encoder")["layer"].transform("nunique")
+    return out[n_layers >= 2].reset_index(drop=True)
 
 
 def layerwise_markdown(table: pd.DataFrame) -> str:
