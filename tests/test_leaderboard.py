@@ -378,3 +378,9 @@ def test_layerwise_table_and_plot_from_single_layer_views(tmp_path: Path, monkey
         ["whisper-base~aug-awgn", 5],
     ]
     assert layerwise(other.iloc[2:]).empty
+
+
+def test_a_stale_layerwise_plot_is_removed(board: pd.DataFrame, results_root: Path, tmp_path: Path) -> None:
+    (tmp_path / "layerwise.png").write_bytes(b"old")
+    files = write_leaderboard(board, collect_results(results_root), tmp_path)  # no single-layer views
+    assert "layerwise" not in files and not (tmp_path / "layerwise.png").exists()

@@ -962,6 +962,8 @@ def write_leaderboard(
             (out / "layerwise.png").write_bytes(png)
             written["layerwise"] = out / "layerwise.png"
             images.append(("UA per encoder layer", png))
+        else:  # a plot left by an earlier render must not stand beside a board it does not describe
+            (out / "layerwise.png").unlink(missing_ok=True)
         classes = [c[len(RECALL_PREFIX) :] for c in board.columns if c.startswith(RECALL_PREFIX)]
         (out / "confusion").mkdir(exist_ok=True)
         for r in board.itertuples(index=False):
