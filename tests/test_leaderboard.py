@@ -363,6 +363,9 @@ def test_layerwise_table_and_plot_from_single_layer_views(tmp_path: Path, monkey
     assert svm[2] == pytest.approx(float(row["ua_mean"].iloc[0]))
     md = layerwise_markdown(table)
     assert "| encoder | model | L0 | L2 |" in md and md.count("**") == 2 * 3  # one best layer per line
+    assert "†" not in md and table["complete"].all()
+    partial = table.assign(complete=[True] * 5 + [False])
+    assert layerwise_markdown(partial).count(" †") == 1 and "† incomplete" in layerwise_markdown(partial)
     files = write_leaderboard(board, results, tmp_path / "out")
     assert files["layerwise"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "## Layer-wise UA" in files["md"].read_text()

@@ -760,12 +760,14 @@ def layerwise(board: pd.DataFrame) -> pd.DataFrame:
     -------
     pandas.DataFrame
         Columns ``encoder`` (the view without its layer), ``model``, ``layer``, ``ua_mean``, ``ua_std``,
-        ``wa_mean``, ``folds``; only encoders seen at two layers or more (empty otherwise).
+        ``wa_mean``, ``folds``, ``complete``; only encoders seen at two layers or more (empty otherwise).
     """
     m = board["features"].astype(str).str.extract(_LAYER_VIEW)
     rows = board.assign(encoder=m["encoder"] + m["rest"].fillna(""), layer=pd.to_numeric(m["layer"]))
     rows = rows.dropna(subset=["layer"])
-    cols = ["encoder", "model", "layer", "ua_mean", "ua_std", "wa_mean", "folds"]
+    cols = ["encoder", "model", "layer", "ua_mean", "ua_std", "wa_mean", "folds", "complete"]
+    if "complete" not in rows:
+        rows = rows.assign(complete=True)
     if rows.empty:
         return pd.DataFrame(columns=cols)
     out = rows[cols].astype({"layer": int}).sort_values(["encoder", "model", "layer"])
@@ -775,16 +777,25 @@ def layerwise(board: pd.DataFrame) -> pd.DataFrame:
 
 
 def layerwise_markdown(table: pd.DataFrame) -> str:
-    """A layer-wise table as Markdown: one row per (encoder, model), one UA column per layer, best in bold."""
+    """A layer-wise table as Markdown: one row per (encoder, model), one UA column per layer, best in bold;
+    an entry that lacks folds is marked ``†`` (and a note says so)."""
     layers = sorted(table["layer"].unique())
     header = ["encoder", "model", *[f"L{i}" for i in layers]]
     rows = []
     for (enc, model), part in table.groupby(["encoder", "model"], sort=True):
         ua = dict(zip(part["layer"], part["ua_mean"], strict=True))
+        done = dict(zip(part["layer"], part["complete"].astype(bool), strict=True))
         best = max(ua, key=lambda k: ua[k])
-        cells = [f"**{_num(ua[i])}**" if i == best else _num(ua[i]) if i in ua else "" for i in layers]
+        cells = [
+            ("" if i not in ua else f"**{_num(ua[i])}**" if i == best else _num(ua[i]))
+            + ("" if done.get(i, True) else " †")
+            for i in layers
+        ]
         rows.append([enc, model, *cells])
-    return _md_table(header, rows, [False, False, *[True] * len(layers)])
+    text = _md_table(header, rows, [False, False, *[True] * len(layers)])
+    if not table["complete"].astype(bool).all():
+        text += "\n† incomplete: fewer folds than the split has (compare with care)\n"
+    return text
 
 
 def plot_layerwise(table: pd.DataFrame, *, title: str = "") -> bytes:
@@ -792,7 +803,7 @@ def plot_layerwise(table: pd.DataFrame, *, title: str = "") -> bytes:
     fig = _new_figure(6.5, 3.8)
     ax = fig.add_subplot()
     for (enc, model), part in table.groupby(["encoder", "model"], sort=True):
-        ax.errorbar(
+        line = ax.errorbar(
             part["layer"],
             part["ua_mean"],
             yerr=part["ua_std"],
@@ -800,7 +811,11 @@ def plot_layerwise(table: pd.DataFrame, *, title: str = "") -> bytes:
             capsize=3,
             label=f"{enc} / {model}",
         )
-    ax.set_xlabel("encoder layer (0 = input embedding)")
+        partial = ~part["complete"].astype(bool).to_numpy()
+        if partial.any():  # entries that lack folds: hollow markers
+            color = line[0].get_color()
+            ax.plot(part["layer"][partial], part["ua_mean"][partial], "o", mfc="white", color=color)
+    ax.set_xlabel("encoder layer (0 = input embedding; hollow: fewer folds than the split)")
     ax.set_ylabel("UA (mean ± std over folds)")
     ax.set_xticks(sorted(table["layer"].unique()))
     if title:
