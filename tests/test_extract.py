@@ -156,6 +156,27 @@ def test_fork_backend_is_auto_when_single_threaded_and_fills_an_identical_cache(
         assert all(np.array_equal(a, b) for f in frames[1:] for a, b in zip(frames[0], f, strict=True))
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork() is used on Linux only")
+def test_a_finished_fork_pool_leaves_no_thread_behind(tmp_path, corpus):
+    """Reaping the last fork pool joins its manager thread: ``backend="auto"`` forks only while this process
+    runs one thread, and ``shutdown(wait=False)`` forgets that thread, so before this was kept aside a second
+    extraction started right after a first found it alive and ran on threads instead."""
+    import threading
+
+    import sertool.features.extract as extract_mod
+
+    extract_mod._reap_fork_pool()
+    before = set(threading.enumerate())
+    for k in range(3):
+        rep = extract_features(
+            corpus, get_extractor("handcrafted94"), cache=tmp_path / str(k), jobs=2, backend="fork"
+        )
+        assert rep.n_computed == 16
+        extract_mod._reap_fork_pool()  # what the next extraction does first
+        left = [t for t in threading.enumerate() if t not in before]
+        assert left == [], left
+
+
 def test_fork_workers_compute_in_other_processes(tmp_path, corpus, monkeypatch):
     """Every shard of a fork run comes from a forked worker, which inherited the warmed-up extractor."""
     import sertool.features.extract as extract_mod

@@ -109,6 +109,19 @@ def test_zero_crossing_rate_is_librosas_exactly(rng, n):
     np.testing.assert_array_equal(zero_crossing_rate(y), librosa.feature.zero_crossing_rate(y)[0])
 
 
+def test_max_normalize_is_librosas_exactly(rng):
+    from sertool.features.handcrafted import _max_normalize
+
+    S = (rng.standard_normal((12, 300)) ** 2).astype(np.float32)
+    S[:, 7] = 0.0  # silent frame: left as it is
+    S[:, 9] = 1e-39  # below float32 tiny: left as it is (librosa's threshold)
+    S[:, 11] *= 1e-30
+    got = _max_normalize(S)
+    ref = librosa.util.normalize(S, norm=np.inf, axis=-2)
+    assert got.dtype == ref.dtype == np.float32
+    np.testing.assert_array_equal(got, ref)
+
+
 def test_extractor_survives_pickling(rng):
     ex = Handcrafted94()
     y = tone(1.2, freq=210.0)

@@ -348,13 +348,24 @@ def _forked_task(task: _Task) -> _Result:
     return _extract_all(extractor, task, loaded, skipped)
 
 
-#: The last fork pool, shut down without waiting for its workers to exit (they exit on their own).
+#: The last fork pool, shut down without waiting for its workers to exit (they exit on their own), and the
+#: thread that manages it until they have.
 _LAST_FORK_POOL: Any = None
+_LAST_FORK_MANAGER: threading.Thread | None = None
 
 
 def _reap_fork_pool() -> None:
-    """Wait for the previous fork pool's workers and manager thread (long done by the next call)."""
-    global _LAST_FORK_POOL
+    """Wait for the previous fork pool's workers and manager thread (long done by the next call).
+
+    ``shutdown(wait=False)`` forgets the pool's manager thread, so a second ``shutdown(wait=True)`` joins
+    nothing: the thread is kept aside when the pool is shut down and joined here. (Without that, a second
+    extraction started within ~10 ms of the first found that thread still running and took threads instead
+    of forking: every other extractor of one ``sertool features`` call.)
+    """
+    global _LAST_FORK_POOL, _LAST_FORK_MANAGER
+    if _LAST_FORK_MANAGER is not None:
+        _LAST_FORK_MANAGER.join()
+        _LAST_FORK_MANAGER = None
     if _LAST_FORK_POOL is not None:
         _LAST_FORK_POOL.shutdown(wait=True)
         _LAST_FORK_POOL = None
@@ -401,12 +412,17 @@ def _forked(
                 for fut in done:
                     yield fut.result()
         finally:
-            global _LAST_FORK_POOL
+            global _LAST_FORK_POOL, _LAST_FORK_MANAGER
             for fut in running:
                 fut.cancel()
-            # every result is in; the workers' exit (~10 ms) need not be waited for here
-            pool.shutdown(wait=False, cancel_futures=True)
-            _LAST_FORK_POOL = pool
+            # every result is in; the workers' exit (~10 ms) need not be waited for here. The manager thread
+            # is a private attribute of ProcessPoolExecutor (3.9+); without it, shut down and wait now.
+            manager = getattr(pool, "_executor_manager_thread", None)
+            if isinstance(manager, threading.Thread):
+                pool.shutdown(wait=False, cancel_futures=True)
+                _LAST_FORK_POOL, _LAST_FORK_MANAGER = pool, manager
+            else:  # pragma: no cover - another Python's executor
+                pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _loky(
