@@ -513,3 +513,32 @@ def test_forked_workers_die_with_a_killed_parent(tmp_path, corpus):
     while any(map(alive, pids)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(map(alive, pids)), pids
+
+
+@pytest.mark.parametrize("longest_first", [True, False])
+@pytest.mark.parametrize("size", [1, 7, 64, 1000])
+def test_shards_follow_corpus_then_duration_then_utt_id(longest_first, size):
+    """Shards hold one corpus each (corpora in order of first appearance), rows sorted by duration (longest or
+    shortest first, unknown durations last) then utt_id, as the pandas groupby/sort it replaced did."""
+    from sertool.features.extract import _tasks
+
+    rng = np.random.default_rng(0)
+    n = 300
+    df = pd.DataFrame(
+        {
+            "corpus": rng.choice(["b", "a", "c"], n),
+            "utt_id": [f"u{i:04d}" for i in rng.permutation(n)],
+            "path": [f"/p/{i}" for i in range(n)],
+            "sha1": [f"s{i}" for i in range(n)],
+            "duration_s": rng.choice([1.0, 2.0, 2.5, np.nan, 3.0], n),
+        }
+    )
+    expected = []
+    for corpus, part in df.groupby("corpus", sort=False):
+        part = part.sort_values(["duration_s", "utt_id"], ascending=[not longest_first, True], kind="stable")
+        for start in range(0, len(part), size):
+            c = part.iloc[start : start + size]
+            expected.append((corpus, c["utt_id"].tolist(), c["path"].tolist(), c["sha1"].tolist()))
+    got = [(t.corpus, t.utt_ids, t.paths, t.sha1s) for t in _tasks(df, size, longest_first=longest_first)]
+    assert got == expected
+    assert [c for c, *_ in got][:1] == [df["corpus"].iloc[0]]

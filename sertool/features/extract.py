@@ -217,19 +217,25 @@ def _run_task(extractor: Extractor, task: _Task, min_duration: float, limit_blas
 
 
 def _tasks(missing: pd.DataFrame, shard_size: int, *, longest_first: bool) -> list[_Task]:
+    """Cut the missing rows into shards of ``shard_size``, per corpus, ordered by duration (then ``utt_id``).
+
+    Plain numpy (one sort, list slices): the pandas groupby / sort / slice version cost ~7 ms per call,
+    ~2% of a 200-clip run.
+    """
+    if missing.empty:
+        return []
+    utt = missing["utt_id"].astype(str).to_numpy()
+    paths = missing["path"].astype(str).to_numpy()
+    sha1 = missing["sha1"].astype(str).to_numpy()
+    dur = missing["duration_s"].to_numpy(dtype=float)
+    codes, names = pd.factorize(missing["corpus"].astype(str))  # corpora in order of first appearance
+    order = np.lexsort((utt, -dur if longest_first else dur, codes))  # stable, last key first
     tasks = []
-    for corpus, part in missing.groupby("corpus", sort=False):
-        part = part.sort_values(["duration_s", "utt_id"], ascending=[not longest_first, True], kind="stable")
-        for start in range(0, len(part), shard_size):
-            chunk = part.iloc[start : start + shard_size]
-            tasks.append(
-                _Task(
-                    str(corpus),
-                    chunk["utt_id"].astype(str).tolist(),
-                    chunk["path"].astype(str).tolist(),
-                    chunk["sha1"].astype(str).tolist(),
-                )
-            )
+    for code, name in enumerate(names):
+        rows = order[codes[order] == code]
+        for start in range(0, len(rows), shard_size):
+            idx = rows[start : start + shard_size]
+            tasks.append(_Task(str(name), utt[idx].tolist(), paths[idx].tolist(), sha1[idx].tolist()))
     return tasks
 
 
@@ -651,9 +657,17 @@ def extract_features(
         if close is not None:
             close()
     skipped_paths = {p for p, _ in report.skipped}
-    for corpus, part in manifest.groupby("corpus", sort=False):
-        n_skipped = int(part["path"].astype(str).isin(skipped_paths).sum())
-        store.mark_complete(str(corpus), extractor, n_expected=len(part), skipped=n_skipped)
+    corpora = manifest["corpus"].astype(str).to_numpy()
+    was_skipped = (
+        manifest["path"].astype(str).isin(skipped_paths).to_numpy()
+        if skipped_paths
+        else np.zeros(len(corpora), bool)
+    )
+    codes, names = pd.factorize(corpora)  # no groupby: ~12 ms of pandas per run
+    n_expected = np.bincount(codes, minlength=len(names))
+    n_skipped = np.bincount(codes, weights=was_skipped, minlength=len(names))
+    for k, corpus in enumerate(names):
+        store.mark_complete(str(corpus), extractor, n_expected=int(n_expected[k]), skipped=int(n_skipped[k]))
     report.seconds = time.perf_counter() - t0
     report.clips_per_second = report.n_computed / report.seconds if report.n_computed else 0.0
     log.info("%s", report.summary())
