@@ -194,3 +194,46 @@ def test_group_selections_run_a_model_only_on_the_features_it_is_designed_for(
     assert "gnb" not in {u.model for u in grouped.units} and "logreg" in {u.model for u in grouped.units}
     named = _run(demo, split, tmp_path / "b", models="logreg,gnb", render=False)
     assert {u.model for u in named.units if u.status == "done"} == {"logreg", "gnb"}  # named: it runs
+
+
+def test_a_unit_of_other_model_parameters_is_redone_runtime_ones_are_not(demo, split, tmp_path, caplog):
+    """A stored unit is reused only for the model it was computed with: other --model-params (fewer epochs,
+    another width) redo it with a warning; device / thread settings and a grid search's choices do not."""
+    few = {"mlp_head": {"max_epochs": 2}}
+    first = _run(demo, split, tmp_path, models="mlp_head", model_params=few, render=False)
+    assert first.counts == {"done": 4}
+    again = _run(
+        demo,
+        split,
+        tmp_path,
+        models="mlp_head",
+        model_params={"mlp_head": {"max_epochs": 2, "n_threads": 1}},
+        render=False,
+    )
+    assert again.counts == {"cached": 4}
+    caplog.clear()
+    more = _run(
+        demo, split, tmp_path, models="mlp_head", model_params={"mlp_head": {"max_epochs": 3}}, render=False
+    )
+    assert more.counts == {"done": 4}
+    assert "computed with other model parameters (max_epochs=2 now 3)" in caplog.text
+    base = tmp_path / "results" / "demo" / split.id
+    assert (
+        json.loads(unit_paths(base, "handcrafted94", "mlp_head", 0)[0].read_text())["model_params"][
+            "max_epochs"
+        ]
+        == 3
+    )
+    # a tuned pipeline: its stored parameters hold the grid's choice, which is not a change of model; a
+    # parameter outside the grid is
+    assert _run(demo, split, tmp_path, models="knn", tune=True, render=False).counts == {"done": 4}
+    assert _run(demo, split, tmp_path, models="knn", tune=True, render=False).counts == {"cached": 4}
+    assert _run(
+        demo,
+        split,
+        tmp_path,
+        models="knn",
+        tune=True,
+        model_params={"knn": {"clf__leaf_size": 10}},
+        render=False,
+    ).counts == {"done": 4}

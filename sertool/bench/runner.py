@@ -539,7 +539,7 @@ def _run_unit(
     jpath, ppath = unit_paths(ctx.base, view, name, k)
     if jpath.exists() and not ctx.force:
         meta = json.loads(jpath.read_text())
-        if _same_inputs(meta, feats, jpath):
+        if _same_inputs(meta, feats, jpath, _defining_params(ctx, mspec, overrides, meta.get("best_params"))):
             return UnitResult(view, name, k, "cached", meta["metrics"]["ua"], meta["metrics"]["wa"])
     jpath.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(jpath) + ".lock")
@@ -554,7 +554,8 @@ def _run_unit(
             stale.unlink(missing_ok=True)
         if jpath.exists() and not ctx.force:  # finished by another process while we waited
             meta = json.loads(jpath.read_text())
-            if _same_inputs(meta, feats, jpath):
+            params = _defining_params(ctx, mspec, overrides, meta.get("best_params"))
+            if _same_inputs(meta, feats, jpath, params):
                 return UnitResult(view, name, k, "cached", meta["metrics"]["ua"], meta["metrics"]["wa"])
         return _fit_score(ctx, feats, mspec, fold, overrides, jpath, ppath)
     finally:
@@ -567,13 +568,53 @@ def _augment_record(feats: _Loaded) -> dict[str, Any] | None:
     return {**feats.augment.to_dict(), "copy_keys": [c.key for c in feats.aug]}
 
 
-def _same_inputs(meta: dict[str, Any], feats: _Loaded, path: Path) -> bool:
-    """Whether a stored unit was computed from these features (cache key and augmentation); a unit of other
-    inputs under the same name (an extractor parameter changed) is stale: it is redone, with a warning."""
-    if meta.get("feature_key", feats.key) == feats.key and meta.get("augment") == _augment_record(feats):
+#: Estimator parameters that say where or how fast a model runs, not what it is: a unit stored with other
+#: values of these is still the same experiment (a CPU run is not redone because a GPU is now present).
+_RUNTIME_PARAMS = frozenset({"device", "n_threads", "n_jobs", "verbose"})
+
+
+def _defining_params(
+    ctx: _RunContext, mspec: Any, overrides: dict[str, Any], best_params: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The parameters this unit's model would be recorded with (as in its record), without the runtime ones.
+
+    ``best_params``: what a grid search chose for a stored unit; applied here, so a tuned unit compares equal
+    when the model and its grid are unchanged.
+    """
+    est = ctx.make_estimator(mspec.name, seed=ctx.seed, **overrides)
+    if best_params:
+        try:
+            est.set_params(**best_params)
+        except ValueError:  # the grid names parameters the model no longer has: stale
+            return {"best_params": best_params}
+    return {k: v for k, v in _model_params(est).items() if k not in _RUNTIME_PARAMS}
+
+
+def _same_inputs(meta: dict[str, Any], feats: _Loaded, path: Path, params: dict[str, Any]) -> bool:
+    """Whether a stored unit was computed from these features (cache key and augmentation) by this model
+    (its parameters, apart from runtime ones; ``params`` from :func:`_defining_params`). A unit of other inputs under the
+    same name (an extractor parameter changed, ``--model-params`` gave other epochs) is stale: it is redone,
+    with a warning, never reported as if it were the experiment asked for."""
+    if meta.get("feature_key", feats.key) != feats.key or meta.get("augment") != _augment_record(feats):
+        log.warning("%s was computed from other features (%s); redoing it", path, meta.get("feature_key"))
+        return False
+    stored = meta.get("model_params")
+    if stored is None:  # records older than this check
         return True
-    log.warning("%s was computed from other features (%s); redoing it", path, meta.get("feature_key"))
-    return False
+    differ = sorted(
+        key
+        for key in (set(stored) | set(params)) - _RUNTIME_PARAMS
+        if json.dumps(stored.get(key), sort_keys=True, default=str)
+        != json.dumps(params.get(key), sort_keys=True, default=str)
+    )
+    if differ:
+        log.warning(
+            "%s was computed with other model parameters (%s); redoing it",
+            path,
+            ", ".join(f"{key}={stored.get(key)!r} now {params.get(key)!r}" for key in differ),
+        )
+        return False
+    return True
 
 
 def _fit_score(
