@@ -591,10 +591,13 @@ def _defining_params(
 
 
 def _same_inputs(meta: dict[str, Any], feats: _Loaded, path: Path, params: dict[str, Any]) -> bool:
-    """Whether a stored unit was computed from these features (cache key and augmentation) by this model
-    (its parameters, apart from runtime ones; ``params`` from :func:`_defining_params`). A unit of other inputs under the
-    same name (an extractor parameter changed, ``--model-params`` gave other epochs) is stale: it is redone,
-    with a warning, never reported as if it were the experiment asked for."""
+    """Whether a stored unit was computed from these features (cache key and augmentation) by this model.
+
+    The model is compared by its recorded parameters, apart from runtime ones (``params`` from
+    :func:`_defining_params`). A unit of other inputs under the same name (an extractor parameter changed,
+    ``--model-params`` gave other epochs) is stale: it is redone, with a warning, never reported as if it were
+    the experiment asked for.
+    """
     if meta.get("feature_key", feats.key) != feats.key or meta.get("augment") != _augment_record(feats):
         log.warning("%s was computed from other features (%s); redoing it", path, meta.get("feature_key"))
         return False
