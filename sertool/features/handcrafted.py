@@ -31,6 +31,7 @@ import threading
 from typing import Any
 
 import librosa
+import numba
 import numpy as np
 import scipy.fft
 
@@ -92,7 +93,7 @@ class _Workspace:
         self.mag = np.empty((0, _N_FFT // 2 + 1), dtype=np.float32)
         self.power = np.empty((0, _N_FFT // 2 + 1), dtype=np.float32)
         self.padded = np.empty(0, dtype=np.float32)
-        self.masked = np.empty((0, _PIP_HI - _PIP_LO + 2), dtype=np.float32)
+        self.peaks = np.empty((0, _PIP_HI - _PIP_LO + 2), dtype=np.float32)  # tuning: pitches, magnitudes
 
     def padded_signal(self, y: np.ndarray) -> np.ndarray:
         """``y`` zero-padded by ``n_fft // 2`` on both sides (librosa's centring), in a reused buffer."""
@@ -128,7 +129,39 @@ class _Workspace:
         self.stft = np.empty((n_frames, bins), dtype=np.complex64)
         self.mag = np.empty((n_frames, bins), dtype=np.float32)
         self.power = np.empty((n_frames, bins), dtype=np.float32)
-        self.masked = np.empty((n_frames, _PIP_HI - _PIP_LO + 2), dtype=np.float32)
+        self.peaks = np.empty((n_frames, _PIP_HI - _PIP_LO + 2), dtype=np.float32)
+
+
+@numba.njit(nogil=True, cache=True)
+def _pip_peaks(
+    pt: np.ndarray, ref: np.ndarray, lo: int, hi: int, pitch: np.ndarray, mag: np.ndarray
+) -> int:  # pragma: no cover - compiled by numba (the tests compare its results with librosa's)
+    """piptrack's peaks of bins ``lo..hi-1`` of each frame of ``pt`` (T, 1025) float32: pitch and magnitude.
+
+    A bin is a peak when it exceeds ``ref`` of its frame and is a local maximum (``>`` the bin below, ``>=``
+    the one above): the same bins as :func:`librosa.util.localmax` of the thresholded spectrogram, since a
+    neighbour at or under the threshold is below such a bin either way. Writes into ``pitch`` / ``mag``
+    (float32, frame-major) and returns how many peaks there are. The arithmetic is piptrack's, typed as
+    numba types it there: ``_pi_stencil`` in float64 from float32 sums, stored as float32; ``np.gradient``'s
+    interior difference in float32; the pitch in float64 stored as float32.
+    """
+    k = 0
+    for t in range(pt.shape[0]):
+        r = ref[t]
+        row = pt[t]
+        for i in range(lo, hi):
+            x0 = row[i]
+            xm = row[i - 1]
+            xp = row[i + 1]
+            if x0 > r and x0 > xm and x0 >= xp:
+                a = np.float64(xp + xm) - 2.0 * np.float64(x0)
+                b = np.float64(xp - xm) / 2.0
+                shift = np.float32(0.0) if abs(b) >= abs(a) else np.float32(-b / a)
+                avg = np.float32(xp - xm) / np.float32(2.0)
+                pitch[k] = np.float32((np.float64(i) + np.float64(shift)) * 16000.0 / 2048.0)
+                mag[k] = x0 + np.float32(0.5) * avg * shift
+                k += 1
+    return k
 
 
 def estimate_tuning(power: np.ndarray, *, sr: int = 16000, scratch: np.ndarray | None = None) -> float:
@@ -137,18 +170,18 @@ def estimate_tuning(power: np.ndarray, *, sr: int = 16000, scratch: np.ndarray |
     :func:`librosa.piptrack` (inside ``estimate_tuning``) computes gradients, parabolic shifts and local maxima
     over all 1025 bins and then keeps the local maxima in 150-4000 Hz. Each of those quantities at a bin
     depends only on that bin and its two neighbours, plus the per-frame maximum over all bins. So this finds
-    the local maxima first (on the feasible bins, with a one-bin margin) and evaluates the gradient and
-    librosa's parabolic-interpolation stencil at those peaks only, with the stencil's own arithmetic (float64
-    intermediates, as numba types them, stored in the spectrogram's dtype). The peaks, pitches and magnitudes
-    are bit-identical to piptrack's (checked against librosa in the tests); the last step is librosa's own
-    :func:`librosa.pitch_tuning`.
+    the local maxima of the feasible bins only and evaluates the gradient and librosa's parabolic-interpolation
+    stencil at those peaks, in one compiled pass (:func:`_pip_peaks`, ~0.15 ms less per clip than the same
+    steps as numpy array operations). The peaks, pitches and magnitudes are bit-identical to piptrack's
+    (checked against librosa in the tests); the median threshold and :func:`librosa.pitch_tuning`'s histogram
+    follow in numpy. The peaks come out frame-major instead of bin-major, which changes neither.
 
     Parameters
     ----------
     power : np.ndarray, float32, shape (1025, T)
-        Power spectrogram (n_fft 2048) at 16 kHz.
+        Power spectrogram (n_fft 2048) at 16 kHz. Other rates, sizes or dtypes go to librosa itself.
     sr : int, optional
-        Must be 16000 (the bin range is precomputed).
+        Sample rate (the bin range is precomputed for 16000).
     scratch : np.ndarray or None, optional
         A float32 buffer of at least (T, 496) to compute in (the extractor's workspace); None allocates.
 
@@ -157,34 +190,20 @@ def estimate_tuning(power: np.ndarray, *, sr: int = 16000, scratch: np.ndarray |
     float
         Tuning deviation in fractions of a chroma bin, in [-0.5, 0.5), resolution 0.01.
     """
-    if sr != 16000 or power.shape[0] != _N_FFT // 2 + 1:
+    if sr != 16000 or power.shape[0] != _N_FFT // 2 + 1 or power.dtype != np.float32:
         return float(librosa.estimate_tuning(S=power, sr=sr, bins_per_octave=12))
-    # frames as rows: the extractor's spectrogram is stored that way (power.T is contiguous, no copy), so
-    # every step below runs along contiguous memory; the peaks come out frame-major instead of bin-major,
-    # which changes no result (the median and the histogram do not depend on order)
+    # frames as rows: the extractor's spectrogram is stored that way (power.T is contiguous, no copy)
     pt = np.ascontiguousarray(power.T)  # (T, 1025)
-    ref = 0.1 * pt.max(axis=1, keepdims=True)
-    sub = pt[:, _PIP_LO - 1 : _PIP_HI + 1]
-    out = None if scratch is None or scratch.shape[0] < sub.shape[0] else scratch[: sub.shape[0]]
-    masked = np.multiply(sub, sub > ref, out=out)
-    mid = masked[:, 1:-1]
-    peak = mid > masked[:, :-2]
-    peak &= mid >= masked[:, 2:]  # librosa.util.localmax, interior
-    # np.nonzero on a 2-D mask took ~0.1 ms here; the flat indices split by divmod are the same pairs in the
-    # same order, ~10x faster
-    cols, rows = np.divmod(np.flatnonzero(peak), peak.shape[1])
-    x0 = sub[cols, rows + 1]
-    xm = sub[cols, rows]
-    xp = sub[cols, rows + 2]
-    # librosa's _pi_stencil: a = x[1] + x[-1] - 2 * x[0]; b = (x[1] - x[-1]) / 2 (numba: float64 results)
-    a = (xp + xm).astype(np.float64) - 2 * x0.astype(np.float64)
-    b = (xp - xm).astype(np.float64) / 2
-    with np.errstate(divide="ignore", invalid="ignore"):
-        shift = np.where(np.abs(b) >= np.abs(a), 0.0, -b / a).astype(power.dtype)
-    avg = (xp - xm) / np.asarray(2.0, dtype=power.dtype)  # np.gradient's interior formula
-    # computed in float64 and stored in the spectrogram's dtype, exactly as piptrack fills its output array
-    pitch = ((rows + _PIP_LO + shift) * float(sr) / _N_FFT).astype(power.dtype)
-    mag = x0 + 0.5 * avg * shift
+    ref = 0.1 * pt.max(axis=1)  # float32, as piptrack's threshold * max
+    # at most every other feasible bin of a frame is a peak
+    most = pt.shape[0] * ((_PIP_HI - _PIP_LO + 1) // 2)
+    if scratch is not None and scratch.size >= 2 * most and scratch.dtype == np.float32:
+        flat = scratch.reshape(-1)
+        pitch, mag = flat[:most], flat[most : 2 * most]
+    else:
+        pitch, mag = np.empty(most, dtype=np.float32), np.empty(most, dtype=np.float32)
+    n = _pip_peaks(pt, ref, _PIP_LO, _PIP_HI, pitch, mag)
+    pitch, mag = pitch[:n], mag[:n]
     voiced = pitch > 0
     threshold = np.median(mag[voiced]) if voiced.any() else 0.0
     return _pitch_tuning(pitch[(mag >= threshold) & voiced])
@@ -431,7 +450,7 @@ class Handcrafted94(Extractor):
         else:  # a clip too long for the workspace
             mag = np.abs(D)
             power = np.square(mag)
-        tuning = estimate_tuning(power, sr=self.sr, scratch=ws.masked)
+        tuning = estimate_tuning(power, sr=self.sr, scratch=ws.peaks)
         chroma = _max_normalize(self._chroma_filters(tuning) @ power)
         mel60 = self._mel60 @ power.mean(axis=1)
         logmel = librosa.power_to_db(self._mel128 @ power)
