@@ -537,10 +537,9 @@ def _run_unit(
 ) -> UnitResult:
     view, name, k = feats.view, _entry_name(mspec, ctx.tune), fold.index
     jpath, ppath = unit_paths(ctx.base, view, name, k)
-    if jpath.exists() and not ctx.force:
-        meta = json.loads(jpath.read_text())
-        if _same_inputs(meta, feats, jpath, _defining_params(ctx, mspec, overrides, meta.get("best_params"))):
-            return UnitResult(view, name, k, "cached", meta["metrics"]["ua"], meta["metrics"]["wa"])
+    cached = _stored_unit(ctx, feats, mspec, overrides, k, jpath)
+    if cached is not None:
+        return cached
     jpath.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(jpath) + ".lock")
     try:
@@ -552,14 +551,25 @@ def _run_unit(
         for stale in [*jpath.parent.glob(f".{jpath.name}.*.tmp"), *jpath.parent.glob(f".{ppath.name}.*.tmp")]:
             log.warning("removing %s, left by a killed run", stale)
             stale.unlink(missing_ok=True)
-        if jpath.exists() and not ctx.force:  # finished by another process while we waited
-            meta = json.loads(jpath.read_text())
-            params = _defining_params(ctx, mspec, overrides, meta.get("best_params"))
-            if _same_inputs(meta, feats, jpath, params):
-                return UnitResult(view, name, k, "cached", meta["metrics"]["ua"], meta["metrics"]["wa"])
+        cached = _stored_unit(ctx, feats, mspec, overrides, k, jpath)  # another process may have finished it
+        if cached is not None:
+            return cached
         return _fit_score(ctx, feats, mspec, fold, overrides, jpath, ppath)
     finally:
         lock.release()
+
+
+def _stored_unit(
+    ctx: _RunContext, feats: _Loaded, mspec: Any, overrides: dict[str, Any], k: int, jpath: Path
+) -> UnitResult | None:
+    """The stored result of this unit when it exists and is current (same features and model), else None."""
+    if not jpath.exists() or ctx.force:
+        return None
+    meta = json.loads(jpath.read_text())
+    if not _same_inputs(meta, feats, jpath, _defining_params(ctx, mspec, overrides, meta.get("best_params"))):
+        return None
+    name = _entry_name(mspec, ctx.tune)
+    return UnitResult(feats.view, name, k, "cached", meta["metrics"]["ua"], meta["metrics"]["wa"])
 
 
 def _augment_record(feats: _Loaded) -> dict[str, Any] | None:
