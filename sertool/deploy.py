@@ -137,13 +137,21 @@ def train_model(
     results_dir: str | os.PathLike | None = None,
     jobs: int = -1,
     overwrite: bool = False,
+    tune: bool = False,
+    augment: Any = None,
+    normalize: str | None = None,
+    min_duration: float = 0.0,
 ) -> Path:
-    """Fit one model on one feature view and save it (see the module docstring for the format).
+    """Fit one model on one feature view, exactly as a benchmark unit does, and save it.
+
+    The fit goes through :mod:`sertool.bench.fitting` (the functions the benchmark runner calls), so a model
+    trained with ``split`` and ``fold`` is the one the leaderboard scored on that fold, for plain, tuned,
+    augmented and normalised entries alike.
 
     Parameters
     ----------
     manifest : pandas.DataFrame
-        The corpus manifest, already mapped to its label scheme.
+        The corpus manifest (or several merged), already mapped to its label scheme.
     features : str
         Feature view, e.g. ``"handcrafted94"`` or ``"whisper-base@all"``. Features not yet cached are
         extracted first, through the same cache as ``sertool features``.
@@ -160,7 +168,7 @@ def train_model(
     seed : int, optional
         Model seed.
     cache : FeatureStore or path, optional
-        Feature cache (default ``$SERTOOL_CACHE``).
+        Feature cache (default :func:`sertool.util.cache_dir`).
     device : str, optional
         Device for torch heads and model-based extractors.
     model_params, extractor_params : dict, optional
@@ -171,121 +179,169 @@ def train_model(
         Parallel jobs for feature extraction.
     overwrite : bool, optional
         Replace an existing ``out``.
+    tune, augment, normalize : optional
+        As :func:`sertool.bench.runner.run_bench` (grid search inside the training data; augmented copies of
+        training clips; per-speaker / per-corpus z-scoring, recorded in the card: predicting then needs the
+        statistics of the audio's own group).
+    min_duration : float, optional
+        Leave out clips shorter than this many seconds (as ``bench --min-duration``).
 
     Returns
     -------
     Path
         ``out``.
     """
-    from sklearn.base import clone
-    from sklearn.model_selection import GroupShuffleSplit
-
-    from sertool.bench.runner import class_order, corpus_name, split_dir
-    from sertool.data.manifest import manifest_hash
-    from sertool.features import configured_extractor, parse_view
-    from sertool.features.extract import extract_features
-    from sertool.features.store import FeatureStore, default_cache_dir
-    from sertool.models.registry import (
-        balanced_sample_weight,
-        encode_labels,
-        fit_estimator,
-        get_model,
-        make_estimator,
-    )
+    from sertool.bench.fitting import FitContext, fit_unit, fold_threads, prepare_view
+    from sertool.features import parse_view
+    from sertool.features.store import FeatureStore
+    from sertool.features.transforms import parse_augment
+    from sertool.models.registry import get_model
+    from sertool.util import cache_dir, resolve_device
 
     out = Path(out)
     if out.exists() and not overwrite:
         raise ParameterError(f"{out} exists; choose another --out or pass overwrite")
     spec = get_model(model)
-    view = parse_view(features)
-    store = cache if isinstance(cache, FeatureStore) else FeatureStore(cache or default_cache_dir())
+    manifest = drop_short(manifest, min_duration)
+    part, source = _training_part(manifest, split, fold, seed)
+    store = cache if isinstance(cache, FeatureStore) else FeatureStore(cache_dir(cache))
+    aug = parse_augment(augment)
     eparams = dict(extractor_params or {})
-    extractor = configured_extractor(view.extractor, eparams, device=device, cache=store.root)
-    if spec.input == "frames" and "frames" not in extractor.outputs():
-        raise ParameterError(f"{model} reads frame sequences, which {features} does not store")
-    extract_features(manifest, extractor, cache=store, jobs=jobs)
-    fs = store.load(manifest, view, output=spec.input, allow_missing=True, key=extractor)
-    pos = {u: i for i, u in enumerate(fs.utt_ids)}
+    prep = prepare_view(
+        features, manifest, models=[model], store=store, folds=[part], seed=seed, device=device,
+        extractor_params={parse_view(features).extractor: eparams}, augment=aug,
+        normalize=normalize, jobs=jobs,
+    )  # fmt: skip
+    if not prep.models:
+        raise ParameterError(
+            f"{model} reads frame sequences, which {features} does not store"
+            if spec.input == "frames"
+            else f"{model} reads {spec.input}, which {features} does not provide"
+        )
+    si = bool(split.speaker_independent) if split is not None else True
+    ctx = FitContext.from_manifest(
+        manifest,
+        seed=seed,
+        device=resolve_device(device),
+        tune=tune,
+        threads=fold_threads(1),
+        speaker_independent=si,
+    )
+    data = prep.data[spec.input]
+    if not data.present(part.train):
+        raise ParameterError("no training utterances with cached features")
+    fitted = fit_unit(
+        ctx, data, spec, train=part.train, valid=part.valid, fold=part.index, params=model_params
+    )
+    source.update(n_train=len(fitted.fit_ids), n_valid=len(fitted.valid_ids), n_augmented=fitted.n_augmented)
+    card = _card(manifest, spec, features, prep, data, ctx, fitted, source, eparams, split, results_dir)
+    card["fit"] = {"tune": tune, "min_duration": min_duration, "model_params": json_safe(model_params or {})}
+    _save(out, fitted.estimator, card, neural=spec.family == "neural")
+    log.info("saved %s on %s (%d training utterances) to %s", model, features, len(fitted.fit_ids), out)
+    return out
 
-    def take(ids: Sequence[str]) -> Any:
-        idx = [pos[u] for u in ids if u in pos]
-        return fs.X[idx] if isinstance(fs.X, np.ndarray) else [fs.X[i] for i in idx]
 
-    labels = dict(zip(manifest["utt_id"], manifest["label"], strict=True))
-    classes = class_order(manifest["label"].tolist())
-    encoder, _ = encode_labels(classes)
-    neural = spec.family == "neural"
+def drop_short(manifest: pd.DataFrame, min_duration: float) -> pd.DataFrame:
+    """``manifest`` without clips shorter than ``min_duration`` seconds (``--min-duration``)."""
+    if not min_duration:
+        return manifest
+    short = manifest["duration_s"] < min_duration
+    if short.any():
+        log.info("%d clips shorter than %.2f s left out (min_duration)", int(short.sum()), min_duration)
+    kept = manifest[~short].reset_index(drop=True)
+    kept.attrs.update(manifest.attrs)
+    return kept
+
+
+def _training_part(manifest: pd.DataFrame, split: Any, fold: int, seed: int) -> tuple[Any, dict[str, Any]]:
+    """The fold to train on, and where it came from: fold ``fold`` of ``split``, or all utterances (neural
+    heads then early-stop on about 10% of the speakers, held out whole, seeded)."""
+    from sklearn.model_selection import GroupShuffleSplit
+
+    from sertool.splits import Fold, check_split
+
     if split is not None:
-        from sertool.splits import check_split
-
         check_split(split, manifest)
         if not 0 <= fold < len(split.folds):
             raise ParameterError(f"fold {fold} out of range: split {split.id} has {len(split.folds)} folds")
-        f = split.folds[fold]
-        train, valid = list(f.train), list(f.valid)
-        if not neural:
-            train, valid = train + valid, []
         source = {"split_id": split.id, "split_strategy": split.strategy, "fold": fold, "part": "train"}
-    else:
-        ids = [u for u in manifest["utt_id"].tolist() if u in pos]
-        train, valid = ids, []
-        if neural and manifest["speaker"].nunique() >= 3:
-            groups = manifest.set_index("utt_id").loc[ids, "speaker"].to_numpy()
-            tr, va = next(
-                GroupShuffleSplit(n_splits=1, test_size=0.1, random_state=seed).split(ids, groups=groups)
-            )
-            train, valid = [ids[i] for i in tr], [ids[i] for i in va]
-        source = {"split_id": None, "fold": None, "part": "all"}
-    train = [u for u in train if u in pos]
-    valid = [u for u in valid if u in pos]
-    if not train:
-        raise ParameterError("no training utterances with cached features")
-    y_fit = encoder.transform([labels[u] for u in train])
-    est = make_estimator(model, seed=seed, **(model_params or {}))
-    if "device" in est.get_params(deep=False):
-        est.set_params(device=device)
-    est = clone(est)
-    fit_params: dict[str, Any] = {}
-    if neural and valid:
-        fit_params = {"X_valid": take(valid), "y_valid": encoder.transform([labels[u] for u in valid])}
-    fit_estimator(
-        est,
-        take(train),
-        y_fit,
-        sample_weight=balanced_sample_weight(y_fit) if spec.sample_weight else None,
-        fit_params=fit_params,
-        threads=1,
-    )
+        return split.folds[fold], source
+    ids = manifest["utt_id"].tolist()
+    train, valid = ids, []
+    if manifest["speaker"].nunique() >= 3:
+        groups = manifest["speaker"].astype(str).to_numpy()
+        tr, va = next(
+            GroupShuffleSplit(n_splits=1, test_size=0.1, random_state=seed).split(ids, groups=groups)
+        )
+        train, valid = [ids[i] for i in tr], [ids[i] for i in va]
+    return Fold(0, tuple(train), tuple(valid), ()), {"split_id": None, "fold": None, "part": "all"}
+
+
+def _card(
+    manifest: pd.DataFrame,
+    spec: Any,
+    features: str,
+    prep: Any,
+    data: Any,
+    ctx: Any,
+    fitted: Any,
+    source: dict[str, Any],
+    eparams: dict[str, Any],
+    split: Any,
+    results_dir: Any,
+) -> dict[str, Any]:
+    """``model.json`` without its artifact entry."""
+    from sertool.bench.records import corpus_name
+    from sertool.bench.runner import split_dir
+    from sertool.data.manifest import manifest_hash
+    from sertool.features import parse_view
+
+    view = parse_view(features)
+    extractor = prep.extractors[0]
     leaderboard = None
     if split is not None and results_dir is not None:
         html = split_dir(results_dir, manifest, split) / "leaderboard.html"
         leaderboard = str(html.resolve()) if html.exists() else None
-    card: dict[str, Any] = {
+    return {
         "format": MODEL_FORMAT,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "model": model,
+        "model": spec.name,
         "family": spec.family,
         "input": spec.input,
-        "seed": seed,
+        "seed": ctx.seed,
         "features": view.name,
+        "entry": data.entry,
         "extractor": {
             **json_safe(extractor.identity()),
             "default_layers": json_safe(extractor.default_layers),
             "frame_layers": json_safe(getattr(extractor, "frame_layers", None)),
             "build_params": json_safe({k: v for k, v in eparams.items() if k not in ("device", "cache")}),
         },
-        "classes": classes,
+        "classes": list(ctx.classes),
         "label_scheme": manifest.attrs.get("label_scheme", "native-v1"),
-        "trained_on": {
-            "corpus": corpus_name(manifest),
-            "manifest_hash": manifest_hash(manifest),
-            "n_train": len(train),
-            "n_valid": len(valid),
-            **source,
-        },
+        "trained_on": {"corpus": corpus_name(manifest), "manifest_hash": manifest_hash(manifest), **source},
+        "augment": data.augment_record(),
+        "normalize": _normalize_card(data.normalize),
+        "best_params": json_safe(fitted.best_params),
         "leaderboard": leaderboard,
         "versions": _versions(),
     }
+
+
+def _normalize_card(column: str | None) -> dict[str, Any] | None:
+    """What a normalised model needs at prediction time (recorded in ``model.json``)."""
+    if column is None:
+        return None
+    return {
+        "column": column,
+        "statistics": "per group, from the group's own unlabelled clips: mean and standard deviation of each "
+        "pooled dimension (a constant dimension is only centred)",
+        "needs": f"the {column} of every input, with enough clips of each {column} to estimate its statistics",
+    }
+
+
+def _save(out: Path, est: Any, card: dict[str, Any], *, neural: bool) -> None:
+    """Write the model folder through a temporary sibling, then rename it into place."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
@@ -313,8 +369,6 @@ def train_model(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log.info("saved %s on %s (%d training utterances) to %s", model, view.name, len(train), out)
-    return out
 
 
 # ------------------------------------------------------------------------------------------------ loading
@@ -369,17 +423,49 @@ class TrainedModel:
         default = tuple(ex["default_layers"]) if ex.get("default_layers") is not None else None
         return self.view.select(pooled, default)
 
+    @property
+    def normalize(self) -> str | None:
+        """The manifest column whose groups were z-scored at training (``speaker`` / ``corpus``), or None."""
+        norm = self.card.get("normalize")
+        return norm["column"] if norm else None
+
+    def predict_features(self, X: Any, groups: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
+        """Probabilities (columns in :attr:`classes` order) and labels for model input ``X``.
+
+        Parameters
+        ----------
+        X : ndarray or list of ndarray
+            What :meth:`features` returns (for a normalised model: before normalisation).
+        groups : sequence of str, optional
+            The group (speaker, or corpus) of every row; required by a model trained with ``normalize``:
+            each group is z-scored with its own statistics, as the benchmark did.
+
+        Raises
+        ------
+        ParameterError
+            A normalised model without ``groups``.
+        """
+        from sertool.bench.fitting import group_statistics, predict_classes
+
+        if self.normalize is not None:
+            if groups is None or len(groups) != len(X):
+                raise ParameterError(
+                    f"{self.path}: this model was trained with --normalize {self.normalize}; give the "
+                    f"{self.normalize} of every input so each group is normalised with its own statistics"
+                )
+            X = np.asarray(X, dtype=np.float64).copy()
+            keys = np.asarray([str(g) for g in groups])
+            for g in np.unique(keys):
+                mean, std = group_statistics(X[keys == g])
+                X[keys == g] = (X[keys == g] - mean) / std
+            X = X.astype(np.float32)
+        return predict_classes(self.estimator, X, self.classes)
+
     def predict_proba_signals(self, signals: Sequence[np.ndarray]) -> np.ndarray:
         """Class probabilities, shape ``(n, len(classes))``, columns in :attr:`classes` order."""
         if not signals:
             return np.zeros((0, len(self.classes)))
-        proba = np.asarray(self.estimator.predict_proba(self.features(signals)), dtype=np.float64)
-        # the estimator's classes are codes into the sorted class names (sertool.models.registry.encode_labels)
-        codes = sorted(self.classes)
-        column = {c: i for i, c in enumerate(self.classes)}
-        full = np.zeros((proba.shape[0], len(self.classes)))
-        full[:, [column[codes[int(k)]] for k in self.estimator.classes_]] = proba
-        return full
+        return self.predict_features(self.features(signals))[0]
 
 
 def load_model(
@@ -406,7 +492,7 @@ def load_model(
         package versions, or an extractor whose identity (name, version, parameters) is not the recorded one.
     """
     from sertool.features import configured_extractor, parse_view
-    from sertool.features.store import default_cache_dir
+    from sertool.util import cache_dir
 
     root = Path(path)
     card_path = root / CARD
@@ -440,7 +526,7 @@ def load_model(
         raise ModelError(f"{file}: checksum does not match the model card (altered or truncated file)")
     ex = card["extractor"]
     extractor = configured_extractor(
-        ex["name"], ex.get("build_params") or {}, device=device, cache=cache or default_cache_dir()
+        ex["name"], ex.get("build_params") or {}, device=device, cache=cache_dir(cache)
     )
     if extractor.key != ex["key"]:
         raise ModelError(
@@ -490,6 +576,12 @@ def _segments(
     return [(s / sr, (s + w) / sr, y[s : s + w]) for s in starts]
 
 
+def _label(p: np.ndarray, classes: Sequence[str]) -> str:
+    """The most probable class, ties broken in sorted-name order (as :func:`~sertool.bench.fitting.predict_classes`)."""
+    codes = sorted(classes)
+    return codes[int(np.argmax([p[list(classes).index(c)] for c in codes]))]
+
+
 def predict_files(
     model: TrainedModel,
     paths: Sequence[str | os.PathLike],
@@ -527,6 +619,12 @@ def predict_files(
         raise ParameterError(f"window must be > 0 seconds, got {window!r}")
     if hop is not None and (window is None or not hop > 0):
         raise ParameterError("hop needs a window and must be > 0 seconds")
+    if model.normalize is not None:
+        raise ParameterError(
+            f"{model.path}: this model was trained with --normalize {model.normalize}: it needs the statistics "
+            f"of each {model.normalize}'s clips, which predicting file by file cannot give; use "
+            "TrainedModel.predict_features(X, groups=...)"
+        )
     sr = model.extractor.sr
     n_jobs = os.cpu_count() or 1 if jobs == -1 else max(1, int(jobs))
     classes = model.classes
@@ -547,7 +645,7 @@ def predict_files(
                 "path": path,
                 "start_s": round(start, 3),
                 "end_s": round(end, 3),
-                "label": classes[int(np.argmax(p))],
+                "label": _label(p, classes),
             }
             row.update({f"proba__{c}": float(v) for c, v in zip(classes, p, strict=True)})
             rows.append(row)

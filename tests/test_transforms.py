@@ -230,16 +230,16 @@ def test_balancing_extracts_and_adds_copies_of_the_smaller_class_only(tmp_path, 
 
 
 def test_speaker_normalisation_standardises_each_speaker_with_its_own_statistics(tmp_path, demo_root):
-    from sertool.bench.runner import _Loaded, _normalize_groups
+    from sertool.bench.fitting import ViewData, normalize_groups
 
     m = build_manifest("demo", demo_root).manifest
     rng = np.random.default_rng(0)
     offsets = {s: rng.normal(0, 5, 3) for s in m["speaker"].unique()}
     X = np.stack([offsets[s] + rng.normal(0, 1, 3) for s in m["speaker"]]).astype(np.float32)
     ids = m["utt_id"].tolist()
-    feats = _Loaded(X.copy(), ids, "k", "v", {u: i for i, u in enumerate(ids)})
-    _normalize_groups(feats, m, "speaker")
-    assert feats.view == "v~norm-speaker" and feats.normalize == "speaker"
+    feats = ViewData(X.copy(), ids, "k", "v")
+    normalize_groups(feats, m, "speaker")
+    assert feats.entry == "v~norm-speaker" and feats.normalize == "speaker"
     for s in m["speaker"].unique():
         part = feats.X[(m["speaker"] == s).to_numpy()]
         np.testing.assert_allclose(part.mean(axis=0), 0, atol=1e-5)
@@ -264,8 +264,7 @@ def test_inner_grid_search_keeps_a_clips_augmented_copies_in_one_fold(monkeypatc
     import sklearn.model_selection as ms
     from sklearn.neighbors import KNeighborsClassifier
 
-    from sertool.bench.runner import _tune
-    from sertool.models.registry import fit_estimator
+    from sertool.bench.fitting import _tune
 
     seen = {}
     real = ms.GridSearchCV
@@ -282,6 +281,6 @@ def test_inner_grid_search_keeps_a_clips_augmented_copies_in_one_fold(monkeypatc
     origin = [f"u{i}" for i in range(n)]
     Xa, ya, groups = np.vstack([X, X + 1e-3]), np.concatenate([y, y]), origin + origin  # one copy each
     spec = type("Spec", (), {"param_grid": {"n_neighbors": [1, 15]}, "sample_weight": False})()
-    _tune(KNeighborsClassifier(), spec, Xa, ya, groups, True, 0, fit_estimator)
+    _tune(KNeighborsClassifier(), spec, Xa, ya, groups, True, 0, 1)
     for train, valid in seen["cv"]:
         assert not {groups[i] for i in train} & {groups[i] for i in valid}

@@ -1,5 +1,15 @@
 """The benchmark runner: feature views x models x folds of ONE saved split, resumable, with provenance.
 
+The run is four named steps, each reading only what the previous one produced (mteb's ``evaluate`` and
+HEAR's two-stage runner have this shape):
+
+1. :func:`sertool.bench.fitting.prepare_view` - extract (cached), load, augment, normalise one view;
+2. :func:`plan_units` - the (view, model, fold) units of that view (pure);
+3. :func:`run_units` - run them one after another, in ``unit_jobs`` local worker processes, or on a Dask
+   cluster (``scheduler``); each unit fits through :func:`sertool.bench.fitting.fit_unit` (the function
+   ``sertool train`` uses too), scores its test part once and writes its :class:`~sertool.bench.records.UnitRecord`;
+4. the leaderboard is rendered from the stored records.
+
 Protocol decisions (written here because they decide what the numbers mean):
 
 - The split is checked for leakage before anything is trained (:class:`~sertool.exceptions.LeakageError`).
@@ -12,7 +22,9 @@ Protocol decisions (written here because they decide what the numbers mean):
   data only (grouped by speaker when the split is speaker-independent). The test part is used once, to score.
 - A unit (view, model, fold) is stored the moment it finishes: predictions first, then the JSON that marks
   it done, each written atomically. Rerunning skips finished units (``force=True`` redoes them), so a killed
-  run loses at most the unit in flight. A per-unit file lock keeps concurrent runs from doing one unit twice.
+  run loses at most the units in flight. A per-unit file lock keeps concurrent runs (or workers) from doing
+  one unit twice. Units are independent and seeded, so a parallel or distributed run stores the same
+  predictions as a run of one unit at a time.
 """
 
 from __future__ import annotations
@@ -20,9 +32,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,16 +41,43 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from filelock import FileLock, Timeout
-from sklearn.base import clone
 
-from sertool.data.labels import CANONICAL_LABELS
+from sertool.bench.fitting import (
+    FitContext,
+    PreparedView,
+    ViewData,
+    class_order,
+    entry_name,
+    feature_label,
+    fit_unit,
+    fold_threads,
+    predict_classes,
+    prepare_view,
+)
+from sertool.bench.fitting import augmented_rows as _augmented_rows
+from sertool.bench.records import ResultsLayout, UnitRecord, corpus_name
 from sertool.data.manifest import manifest_hash
 from sertool.exceptions import ParameterError, SertoolError
 from sertool.provenance import environment, json_safe
+from sertool.util import atomic_parquet, resolve_device
 
-__all__ = ["BenchReport", "UnitResult", "class_order", "run_bench", "split_dir", "unit_paths"]
+__all__ = [
+    "BenchReport",
+    "Unit",
+    "UnitResult",
+    "class_order",
+    "corpus_name",
+    "feature_label",
+    "plan_units",
+    "run_bench",
+    "run_units",
+    "split_dir",
+    "unit_paths",
+]
 
 log = logging.getLogger(__name__)
+
+_ = _augmented_rows  # re-exported for callers of the first version
 
 
 @dataclass
@@ -75,165 +113,59 @@ class BenchReport:
         return out
 
 
-def class_order(labels: Sequence[str]) -> list[str]:
-    """Classes present in ``labels``, in canonical order (unknown labels last, alphabetically)."""
-    order = {lab: i for i, lab in enumerate(CANONICAL_LABELS)}
-    return sorted(set(labels), key=lambda c: (order.get(c, len(order)), c))
-
-
-def corpus_name(manifest: pd.DataFrame) -> str:
-    """``ravdess``, or ``ravdess+tess`` for a merged manifest."""
-    return "+".join(sorted(manifest["corpus"].unique()))
-
-
 def split_dir(results_dir: str | Path, manifest: pd.DataFrame, split: Any) -> Path:
     """``<results>/<corpus>/<split-id>``."""
-    return Path(results_dir) / corpus_name(manifest) / split.id
+    return ResultsLayout(Path(results_dir)).split_dir(corpus_name(manifest), split.id)
 
 
 def unit_paths(base: Path, view: str, model: str, fold: int) -> tuple[Path, Path]:
-    """(json, predictions parquet) paths of a unit."""
-    d = base / "runs" / view.replace("/", "_") / model
-    return d / f"fold-{fold}.json", d / f"fold-{fold}.predictions.parquet"
+    """(json, predictions parquet) paths of a unit inside a split folder."""
+    return ResultsLayout.unit_paths(base, view, model, fold)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_parquet(df: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    df.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-
-
-def _model_params(est: Any) -> dict[str, Any]:
-    try:
-        return json_safe(est.get_params(deep=False))
-    except Exception:  # pragma: no cover - estimators without get_params are not registered
-        return {}
-
-
-def _protocol(split: Any) -> str:
+def split_protocol(split: Any) -> str:
+    """The protocol name boards print: the split strategy's own (``split.protocol``) where it declares one."""
+    protocol = getattr(split, "protocol", None)
+    if isinstance(protocol, str) and protocol:
+        return protocol
     if split.strategy.startswith("cross-corpus"):
         return "cross-corpus"
     return "speaker-independent" if split.speaker_independent else "speaker-dependent"
 
 
-def _select(features: Any, ids: Sequence[str]) -> Any:
-    """Rows of a loaded FeatureSet for ``ids`` (array rows or list items)."""
-    pos = features.index
-    idx = [pos[i] for i in ids]
-    if isinstance(features.X, np.ndarray):
-        return features.X[idx]
-    return [features.X[i] for i in idx]
-
-
-@dataclass
-class _Loaded:
-    X: Any
-    utt_ids: list[str]
-    key: str
-    view: str
-    index: dict[str, int]
-    #: augmented copies (one loaded set per copy), added to training parts only
-    aug: list[_Loaded] = field(default_factory=list)
-    augment: Any = None
-    preprocess: list[dict[str, Any]] = field(default_factory=list)
-    normalize: str | None = None
-
-
-def feature_label(view: str, extractor: Any, augment: Any = None) -> str:
-    """The leaderboard name of a view: ``handcrafted94``, ``handcrafted94~denoise-trim`` (preprocessed),
-    ``mfcc40~aug-awgn`` (training parts augmented): what follows ``~`` are the run's signal transforms."""
-    label = view
-    pre = getattr(extractor, "preprocess", None)
-    if pre:
-        label += "~" + "-".join(step["name"] for step in pre)
-    if augment is not None:
-        label += "~" + augment.tag
-    return label
-
-
-def _augmented_rows(
-    fit_ids: Sequence[str], labels: dict[str, str], augment: Any, seed: int, fold: int
-) -> list[tuple[str, int]]:
-    """(utterance, copy) pairs added to one fold's training data.
-
-    Without ``balance``: every copy of every training utterance. With it: per class, copies of its clips in a
-    seeded order (first copy of each, then second, ...) until the class has as many rows as the largest
-    class, at most ``augment.copies`` per clip.
-    """
-    if not augment.balance:
-        return [(u, c) for c in range(augment.copies) for u in fit_ids]
-    by_class: dict[str, list[str]] = {}
-    for u in fit_ids:
-        by_class.setdefault(labels[u], []).append(u)
-    top = max(len(v) for v in by_class.values())
-    rng = np.random.default_rng([seed, fold, 7])
-    rows: list[tuple[str, int]] = []
-    for label in sorted(by_class):
-        members = [by_class[label][i] for i in rng.permutation(len(by_class[label]))]
-        need = min(top - len(members), len(members) * augment.copies)
-        rows += [(members[j % len(members)], j // len(members)) for j in range(need)]
-    return rows
-
-
-def _with_augmented(
-    feats: _Loaded, X: Any, ids: list[str], labels: dict[str, str], seed: int, fold: int
-) -> tuple[Any, list[str]]:
-    """``X`` (rows of ``ids``) followed by the augmented copies for them; returns (X, origin id per row)."""
-    if feats.augment is None:
-        return X, ids
-    rows = _augmented_rows(ids, labels, feats.augment, seed, fold)
-    parts, origin = [X], list(ids)
-    for c, copy in enumerate(feats.aug):
-        take = [u for u, cc in rows if cc == c and u in copy.index]
-        if take:
-            parts.append(_select(copy, take))
-            origin += take
-    if isinstance(X, np.ndarray):
-        return np.concatenate(parts), origin
-    return [x for part in parts for x in part], origin
-
-
 @dataclass(frozen=True)
 class _RunContext:
-    """What every unit of one bench run shares."""
+    """What every unit of one bench run shares (picklable: workers receive it)."""
 
     base: Path
     split: Any
-    manifest: pd.DataFrame
-    classes: list[str]
-    encoder: Any
-    labels: dict[str, str]
-    speakers: dict[str, str]
-    seed: int
-    device: str
-    tune: bool
+    corpus: str
+    fit: FitContext
     force: bool
     env: dict[str, Any]
     mhash: str
-    make_estimator: Any
-    fit_estimator: Any
 
 
-def _resolve_device(device: str) -> str:
-    if device != "auto":
-        return device
-    try:
-        import torch
+@dataclass(frozen=True)
+class Unit:
+    """One planned (view, model, fold) unit."""
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    except ImportError:
-        return "cpu"
+    data: ViewData
+    mspec: Any
+    fold: Any
+    params: dict[str, Any]
+
+
+def plan_units(
+    prep: PreparedView, folds: Sequence[Any], model_params: dict[str, dict[str, Any]] | None = None
+) -> list[Unit]:
+    """Every (model, fold) unit of a prepared view, model by model (pure)."""
+    model_params = model_params or {}
+    return [
+        Unit(prep.data[m.input], m, fold, dict(model_params.get(m.name, {})))
+        for m in prep.models
+        for fold in folds
+    ]
 
 
 def run_bench(
@@ -256,6 +188,8 @@ def run_bench(
     normalize: str | None = None,
     progress: Callable[[UnitResult], None] | None = None,
     render: bool = True,
+    unit_jobs: int = 1,
+    scheduler: str | None = None,
 ) -> BenchReport:
     """Train and score every (feature view, model, fold) of a saved split; store each unit as it finishes.
 
@@ -274,7 +208,7 @@ def run_bench(
     results_dir : str or Path
         Results root; units go to ``<results>/<corpus>/<split-id>/runs/``.
     cache : FeatureStore, str or Path, optional
-        Feature cache (default :func:`sertool.features.store.default_cache_dir`).
+        Feature cache (default :func:`sertool.util.cache_dir`).
     seed : int
         Seed given to every model.
     device : {"auto", "cpu", "cuda"}
@@ -306,238 +240,212 @@ def run_bench(
         Called with each :class:`UnitResult` as it finishes (the CLI draws a bar).
     render : bool
         Render the leaderboard at the end.
+    unit_jobs : int
+        Units fitted at once in local worker processes (``-1``: one per core); BLAS threads are divided among
+        them. 1 runs them in this process.
+    scheduler : str, optional
+        Address of a Dask scheduler: units (and feature extraction) run on that cluster instead. Workers must
+        see the results and cache folders at the same paths.
 
     Returns
     -------
     BenchReport
     """
-    from sertool.features import configured_extractor, parse_view
-    from sertool.features.store import FeatureStore, default_cache_dir
-    from sertool.features.transforms import augmented_extractors, parse_augment
-    from sertool.models.registry import (
-        encode_labels,
-        fit_estimator,
-        make_estimator,
-        resolve_models,
-    )
-    from sertool.splits import check_split
+    from sertool.features.transforms import parse_augment
+    from sertool.models.registry import resolve_models
 
     resolve_models(models)  # unknown names fail here, before any extraction or training
     aug = parse_augment(augment)
+    _check_run_args(features, normalize)
+    ctx, store = _start(manifest, split, results_dir, cache, seed, device, tune, force, unit_jobs)
+    report = BenchReport(split_id=split.id, results_dir=ctx.base)
+    for spec in features:
+        prep = prepare_view(
+            spec, manifest, models=models, store=store, folds=split.folds, seed=seed, device=ctx.fit.device,
+            extractor_params=extractor_params, augment=aug, normalize=normalize, extract=extract, jobs=jobs,
+            scheduler=scheduler,
+        )  # fmt: skip
+        report.extraction += prep.extraction
+        report.units += [
+            UnitResult(prep.label, name, -1, "skipped", reason=why) for name, why in prep.skipped
+        ]
+        for result in run_units(ctx, plan_units(prep, split.folds, model_params), unit_jobs, scheduler):
+            report.units.append(result)
+            if progress is not None:
+                progress(result)
+    if render:
+        report.leaderboard = _render(ctx, report, results_dir)
+    return report
+
+
+def _check_run_args(features: Sequence[str], normalize: str | None) -> None:
+    from sertool.features import parse_view
+
     if normalize not in (None, "speaker", "corpus"):
         raise ParameterError(f"normalize must be None, 'speaker' or 'corpus', got {normalize!r}")
     views = [parse_view(part) for spec in features for part in spec.split("+")]
     if not views:
         raise ParameterError("features must name at least one feature view")
+
+
+def _start(
+    manifest: pd.DataFrame,
+    split: Any,
+    results_dir: str | Path,
+    cache: Any,
+    seed: int,
+    device: str,
+    tune: bool,
+    force: bool,
+    unit_jobs: int,
+) -> tuple[_RunContext, Any]:
+    """Check the split, save it beside the results, and build what every unit shares."""
+    from sertool.features.store import FeatureStore
+    from sertool.splits import check_split
+    from sertool.util import cache_dir
+
     check_split(split, manifest)
-    store = cache if isinstance(cache, FeatureStore) else FeatureStore(cache or default_cache_dir())
+    store = cache if isinstance(cache, FeatureStore) else FeatureStore(cache_dir(cache))
     base = split_dir(results_dir, manifest, split)
     base.mkdir(parents=True, exist_ok=True)
-    split_file = base / "split.json"
+    split_file = ResultsLayout.split_file(base)
     if not split_file.exists():
         split.save(split_file)
-    report = BenchReport(split_id=split.id, results_dir=base)
-    classes = class_order(manifest["label"].tolist())
-    encoder, _ = encode_labels(classes)
-    labels = dict(zip(manifest["utt_id"], manifest["label"], strict=True))
-    speakers = dict(zip(manifest["utt_id"], manifest["speaker"], strict=True))
-    dev = _resolve_device(device)
-    env = environment()
-    mhash = manifest_hash(manifest)
-    model_params = model_params or {}
-    extractor_params = extractor_params or {}
-
-    ctx = _RunContext(
-        base=base,
-        split=split,
-        manifest=manifest,
-        classes=classes,
-        encoder=encoder,
-        labels=labels,
-        speakers=speakers,
+    fit = FitContext.from_manifest(
+        manifest,
         seed=seed,
-        device=dev,
+        device=resolve_device(device),
         tune=tune,
-        force=force,
-        env=env,
-        mhash=mhash,
-        make_estimator=make_estimator,
-        fit_estimator=fit_estimator,
+        threads=fold_threads(_n_workers(unit_jobs)),
+        speaker_independent=bool(split.speaker_independent),
     )
-    for spec in features:
-        parts = [parse_view(p) for p in spec.split("+")]
-        view = parts[0]
-        if len(parts) > 1 and aug is not None:
-            raise ParameterError(f"{spec}: augmentation of fused views is not supported; augment one view")
-        extractors = []
-        for part in parts:
-            # converted Whisper weights live beside the features
-            ex = configured_extractor(
-                part.extractor, extractor_params.get(part.extractor), device=dev, cache=store.root
-            )
-            if extract:
-                from sertool.features.extract import extract_features
+    env = environment()
+    return _RunContext(base, split, corpus_name(manifest), fit, force, env, manifest_hash(manifest)), store
 
-                report.extraction.append(extract_features(manifest, ex, cache=store, jobs=jobs))
-            extractors.append(ex)
-        extractor = extractors[0]
-        label = "+".join(feature_label(v.name, ex, aug) for v, ex in zip(parts, extractors, strict=True))
-        # a fused view (``a+b``) concatenates pooled vectors: frame models need one view
-        fused = len(parts) > 1
-        kinds = ["pooled"] + (["frames"] if not fused and "frames" in extractor.outputs() else [])
-        requested = resolve_models(models)
-        tokens = models.split(",") if isinstance(models, str) else list(models)
-        named = {t.strip().lower() for t in tokens}
-        # a model designed for other features (cnn_transformer: MFCCs) runs on these only when named
-        specs = [
-            m
-            for m in requested
-            if m.input in kinds and (m.name in named or all(m.designed_for(v.extractor) for v in parts))
+
+def _n_workers(unit_jobs: int) -> int:
+    if unit_jobs == 0 or unit_jobs < -1:
+        raise ParameterError(f"unit_jobs must be a positive count or -1 (one per core), got {unit_jobs}")
+    return os.cpu_count() or 1 if unit_jobs == -1 else unit_jobs
+
+
+def _render(ctx: _RunContext, report: BenchReport, results_dir: str | Path) -> dict[str, Path]:
+    """Render the split's board once every unit of this run is stored (units another process was running
+    are waited for: their lock is released when they are stored, so whichever process renders last renders
+    the complete board)."""
+    from sertool.bench.leaderboard import build_leaderboard, collect_results, write_leaderboard
+
+    for u in report.units:
+        if u.status == "skipped" and u.reason == _BUSY:
+            with FileLock(str(unit_paths(ctx.base, u.features, u.model, u.fold)[0]) + ".lock"):
+                pass
+    results = collect_results(results_dir, corpus=ctx.corpus, split_id=ctx.split.id)
+    board = build_leaderboard(results, seed=ctx.fit.seed)
+    return write_leaderboard(board, results, ctx.base, title=f"{ctx.corpus} / {ctx.split.id}")
+
+
+# ------------------------------------------------------------------------------------------ running units
+def run_units(
+    ctx: _RunContext, units: Sequence[Unit], unit_jobs: int = 1, scheduler: str | None = None
+) -> Iterator[UnitResult]:
+    """Run units and yield their results in plan order (each is stored before it is yielded).
+
+    One at a time in this process (``unit_jobs=1``), in local worker processes (joblib's loky pool; a view's
+    arrays reach the workers memory-mapped, not copied per unit), or on a Dask cluster (the view's data is
+    scattered once). Neural heads on a GPU run here, one at a time: several processes would contend for it.
+    """
+    if not units:
+        return
+    n = _n_workers(unit_jobs)
+    on_gpu = ctx.fit.device.startswith("cuda") and any(u.mspec.family == "neural" for u in units)
+    if scheduler is not None:
+        yield from _run_on_dask(ctx, units, scheduler)
+    elif n > 1 and len(units) > 1 and not on_gpu:
+        from joblib import Parallel, delayed
+
+        data = _packed(units[0].data)
+        pool = Parallel(n_jobs=min(n, len(units)), backend="loky", return_as="generator", max_nbytes="1M")
+        yield from pool(delayed(_run_packed)(ctx, data, u.mspec, u.fold, u.params) for u in units)
+    else:
+        for u in units:
+            yield _run_unit(ctx, u.data, u.mspec, u.fold, u.params)
+
+
+def _run_on_dask(ctx: _RunContext, units: Sequence[Unit], scheduler: str) -> Iterator[UnitResult]:
+    from distributed import Client
+
+    with Client(scheduler) as client:
+        data = client.scatter(_packed(units[0].data), broadcast=True)
+        futures = [
+            client.submit(_run_packed, ctx, data, u.mspec, u.fold, u.params, pure=False) for u in units
         ]
-        explicit = not (isinstance(models, str) and models in ("all", "classic", "neural"))
-        for m in requested:
-            if m.input not in kinds and explicit:
-                log.warning("%s needs %s features, which %s does not provide; skipped", m.name, m.input, spec)
-                report.units.append(UnitResult(label, m.name, -1, "skipped", reason=f"needs {m.input}"))
-        loaded: dict[str, _Loaded] = {}
-        if fused and specs:
-            loaded["pooled"] = _load_fused(store, manifest, parts, extractors, label)
-            loaded["pooled"].preprocess = [s for ex in extractors for s in getattr(ex, "preprocess", [])]
-        for kind in sorted({m.input for m in specs}) if not fused else []:
-            try:
-                fs = store.load(manifest, view, output=kind, allow_missing=True, key=extractor)
-            except ParameterError as exc:  # e.g. a layer view whose frames were not stored
-                log.warning(
-                    "%s: no %s features for this view (%s); models that need them are skipped",
-                    spec,
-                    kind,
-                    exc,
-                )
-                for m in [m for m in specs if m.input == kind]:
-                    report.units.append(UnitResult(label, m.name, -1, "skipped", reason=str(exc)))
-                specs = [m for m in specs if m.input != kind]
-                continue
-            loaded[kind] = _Loaded(
-                fs.X,
-                list(fs.utt_ids),
-                fs.key,
-                label,
-                {u: i for i, u in enumerate(fs.utt_ids)},
-                augment=aug,
-                preprocess=list(getattr(extractor, "preprocess", [])),
-            )
-        if aug is not None and loaded:
-            # extract exactly the augmented copies some fold's fit will use (never of a clip only tested on;
-            # with balancing, only copies of the clips that fill a smaller class)
-            avail = next(iter(loaded.values())).index
-            wanted: list[set[str]] = [set() for _ in range(aug.copies)]
-            for f in split.folds:
-                train = [u for u in f.train if u in avail]
-                for fit_ids in (train, train + [u for u in f.valid if u in avail]):
-                    for u, c in _augmented_rows(fit_ids, labels, aug, seed, f.index):
-                        wanted[c].add(u)
-            for copy, ids in zip(augmented_extractors(extractor, aug), wanted, strict=True):
-                sub = manifest[manifest["utt_id"].isin(ids)]
-                if extract and len(sub):
-                    from sertool.features.extract import extract_features
-
-                    report.extraction.append(extract_features(sub, copy, cache=store, jobs=jobs))
-                for kind, feats in loaded.items():
-                    cs = (
-                        store.load(
-                            sub, replace(view, extractor=copy.name), output=kind, allow_missing=True, key=copy
-                        )
-                        if len(sub)
-                        else None
-                    )
-                    ids_c = list(cs.utt_ids) if cs is not None else []
-                    feats.aug.append(
-                        _Loaded(
-                            cs.X if cs is not None else [],
-                            ids_c,
-                            copy.key,
-                            feats.view,
-                            {u: i for i, u in enumerate(ids_c)},
-                        )
-                    )
-        if normalize is not None and "pooled" in loaded:
-            _normalize_groups(loaded["pooled"], manifest, "speaker" if normalize == "speaker" else "corpus")
-        for mspec in specs:
-            feats = loaded[mspec.input]
-            for fold in split.folds:
-                unit = _run_unit(ctx, feats, mspec, fold, model_params.get(mspec.name, {}))
-                report.units.append(unit)
-                if progress is not None:
-                    progress(unit)
-    if render:
-        from sertool.bench.leaderboard import build_leaderboard, collect_results, write_leaderboard
-
-        # units another process was running: wait until it has stored them (its lock is released), so the
-        # board rendered here is the complete one, whichever process renders last
-        for u in report.units:
-            if u.status == "skipped" and u.reason == _BUSY:
-                with FileLock(str(unit_paths(base, u.features, u.model, u.fold)[0]) + ".lock"):
-                    pass
-
-        results = collect_results(results_dir, corpus=corpus_name(manifest), split_id=split.id)
-        board = build_leaderboard(results, seed=seed)
-        report.leaderboard = write_leaderboard(
-            board, results, base, title=f"{corpus_name(manifest)} / {split.id}"
-        )
-    return report
+        for fut in futures:
+            yield fut.result()
 
 
-def _normalize_groups(feats: _Loaded, manifest: pd.DataFrame, column: str) -> None:
-    """Z-score ``feats.X`` (and its augmented copies) per ``column`` group with the group's own clean-clip
-    mean and standard deviation (no labels involved); renames the entry ``<view>~norm-<column>``."""
-    group = dict(zip(manifest["utt_id"], manifest[column].astype(str), strict=True))
-    X = np.asarray(feats.X, dtype=np.float64)
-    rows = pd.Series([group[u] for u in feats.utt_ids])
-    stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for g, idx in rows.groupby(rows).groups.items():
-        idx = np.asarray(idx)
-        mean, std = X[idx].mean(axis=0), X[idx].std(axis=0)
-        stats[g] = (mean, np.where(std > 1e-8, std, 1.0))
-        X[idx] = (X[idx] - mean) / stats[g][1]
-    feats.X = X.astype(np.float32)
-    for copy in feats.aug:
-        if len(copy.utt_ids):
-            C = np.asarray(copy.X, dtype=np.float64)
-            for i, u in enumerate(copy.utt_ids):
-                mean, std = stats[group[u]]
-                C[i] = (C[i] - mean) / std
-            copy.X = C.astype(np.float32)
-    feats.view = feats.view + f"~norm-{column}"
-    for copy in feats.aug:
-        copy.view = feats.view
-    feats.normalize = column
+@dataclass
+class _Packed:
+    """A view's data with frame sequences packed into one array (memory-mapped or scattered once)."""
+
+    data: ViewData
+    flat: np.ndarray | None = None
+    offsets: np.ndarray | None = None
+    aug_flat: list[tuple[np.ndarray, np.ndarray] | None] = field(default_factory=list)
 
 
-def _load_fused(
-    store: Any, manifest: pd.DataFrame, views: Sequence[Any], extractors: Sequence[Any], label: str
-) -> _Loaded:
-    """Pooled vectors of several views side by side (``whisper-base@all+text-minilm``: audio and text), for
-    the utterances every view has, in manifest order; the key names every part's cache key."""
-    sets = [
-        store.load(manifest, v, output="pooled", allow_missing=True, key=ex)
-        for v, ex in zip(views, extractors, strict=True)
-    ]
-    common = set.intersection(*(set(fs.utt_ids) for fs in sets))
-    ids = [u for u in manifest["utt_id"] if u in common]
-    blocks = []
-    for fs in sets:
-        pos = {u: i for i, u in enumerate(fs.utt_ids)}
-        blocks.append(fs.X[[pos[u] for u in ids]])
-    X = np.ascontiguousarray(np.concatenate(blocks, axis=1), dtype=np.float32)
-    return _Loaded(X, ids, "+".join(fs.key for fs in sets), label, {u: i for i, u in enumerate(ids)})
+def _pack_list(X: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    if isinstance(X, np.ndarray) or not len(X):
+        return None
+    lengths = np.array([len(x) for x in X])
+    return np.concatenate(X), np.concatenate([[0], np.cumsum(lengths)])
 
 
-def _run_unit(
-    ctx: _RunContext, feats: _Loaded, mspec: Any, fold: Any, overrides: dict[str, Any]
+def _packed(data: ViewData) -> _Packed:
+    """``data`` ready to ship: a list of frame arrays becomes one array and offsets (one memory map instead
+    of thousands of pickled arrays per unit)."""
+    from copy import copy
+
+    out = copy(data)
+    packed = _pack_list(data.X)
+    out.aug = [copy(a) for a in data.aug]
+    aug_flat = []
+    for a in out.aug:
+        aug_flat.append(_pack_list(a.X))
+        if aug_flat[-1] is not None:
+            a.X = None
+    if packed is None:
+        return _Packed(out, aug_flat=aug_flat)
+    out.X = None
+    return _Packed(out, packed[0], packed[1], aug_flat)
+
+
+def _unpack(p: _Packed) -> ViewData:
+    def split(flat: np.ndarray, offsets: np.ndarray) -> list[np.ndarray]:
+        return [flat[offsets[i] : offsets[i + 1]] for i in range(len(offsets) - 1)]
+
+    data = p.data
+    if p.flat is not None:
+        data.X = split(p.flat, p.offsets)
+    for a, packed in zip(data.aug, p.aug_flat, strict=True):
+        if packed is not None:
+            a.X = split(*packed)
+    return data
+
+
+def _run_packed(
+    ctx: _RunContext, packed: _Packed, mspec: Any, fold: Any, params: dict[str, Any]
 ) -> UnitResult:
-    view, name, k = feats.view, _entry_name(mspec, ctx.tune), fold.index
+    return _run_unit(ctx, _unpack(packed), mspec, fold, params)
+
+
+_BUSY = "another process is running this unit"
+
+
+def _run_unit(ctx: _RunContext, data: ViewData, mspec: Any, fold: Any, params: dict[str, Any]) -> UnitResult:
+    """One unit: reuse its stored record when current, else take its lock, fit, score and store it."""
+    view, name, k = data.entry, entry_name(mspec, ctx.fit.tune), fold.index
     jpath, ppath = unit_paths(ctx.base, view, name, k)
-    cached = _stored_unit(ctx, feats, mspec, overrides, k, jpath)
+    cached = _stored_unit(ctx, data, mspec, params, k, jpath)
     if cached is not None:
         return cached
     jpath.parent.mkdir(parents=True, exist_ok=True)
@@ -551,36 +459,37 @@ def _run_unit(
         for stale in [*jpath.parent.glob(f".{jpath.name}.*.tmp"), *jpath.parent.glob(f".{ppath.name}.*.tmp")]:
             log.warning("removing %s, left by a killed run", stale)
             stale.unlink(missing_ok=True)
-        cached = _stored_unit(ctx, feats, mspec, overrides, k, jpath)  # another process may have finished it
+        cached = _stored_unit(ctx, data, mspec, params, k, jpath)  # another process may have finished it
         if cached is not None:
             return cached
-        return _fit_score(ctx, feats, mspec, fold, overrides, jpath, ppath)
+        return _fit_score(ctx, data, mspec, fold, params, jpath, ppath)
     finally:
         lock.release()
 
 
 def _stored_unit(
-    ctx: _RunContext, feats: _Loaded, mspec: Any, overrides: dict[str, Any], k: int, jpath: Path
+    ctx: _RunContext, data: ViewData, mspec: Any, overrides: dict[str, Any], k: int, jpath: Path
 ) -> UnitResult | None:
     """The stored result of this unit when it exists and is current (same features and model), else None."""
     if not jpath.exists() or ctx.force:
         return None
     meta = json.loads(jpath.read_text())
-    if not _same_inputs(meta, feats, jpath, _defining_params(ctx, mspec, overrides, meta.get("best_params"))):
+    if not _same_inputs(meta, data, jpath, _defining_params(ctx, mspec, overrides, meta.get("best_params"))):
         return None
-    name = _entry_name(mspec, ctx.tune)
-    return UnitResult(feats.view, name, k, "cached", meta["metrics"]["ua"], meta["metrics"]["wa"])
-
-
-def _augment_record(feats: _Loaded) -> dict[str, Any] | None:
-    if feats.augment is None:
-        return None
-    return {**feats.augment.to_dict(), "copy_keys": [c.key for c in feats.aug]}
+    name = entry_name(mspec, ctx.fit.tune)
+    return UnitResult(data.entry, name, k, "cached", meta["metrics"]["ua"], meta["metrics"]["wa"])
 
 
 #: Estimator parameters that say where or how fast a model runs, not what it is: a unit stored with other
 #: values of these is still the same experiment (a CPU run is not redone because a GPU is now present).
 _RUNTIME_PARAMS = frozenset({"device", "n_threads", "n_jobs", "verbose"})
+
+
+def _model_params(est: Any) -> dict[str, Any]:
+    try:
+        return json_safe(est.get_params(deep=False))
+    except Exception:  # pragma: no cover - estimators without get_params are not registered
+        return {}
 
 
 def _defining_params(
@@ -591,7 +500,9 @@ def _defining_params(
     ``best_params``: what a grid search chose for a stored unit; applied here, so a tuned unit compares equal
     when the model and its grid are unchanged.
     """
-    est = ctx.make_estimator(mspec.name, seed=ctx.seed, **overrides)
+    from sertool.models.registry import make_estimator
+
+    est = make_estimator(mspec.name, seed=ctx.fit.seed, **overrides)
     if best_params:
         try:
             est.set_params(**best_params)
@@ -600,7 +511,7 @@ def _defining_params(
     return {k: v for k, v in _model_params(est).items() if k not in _RUNTIME_PARAMS}
 
 
-def _same_inputs(meta: dict[str, Any], feats: _Loaded, path: Path, params: dict[str, Any]) -> bool:
+def _same_inputs(meta: dict[str, Any], data: ViewData, path: Path, params: dict[str, Any]) -> bool:
     """Whether a stored unit was computed from these features (cache key and augmentation) by this model.
 
     The model is compared by its recorded parameters, apart from runtime ones (``params`` from
@@ -608,7 +519,7 @@ def _same_inputs(meta: dict[str, Any], feats: _Loaded, path: Path, params: dict[
     ``--model-params`` gave other epochs) is stale: it is redone, with a warning, never reported as if it were
     the experiment asked for.
     """
-    if meta.get("feature_key", feats.key) != feats.key or meta.get("augment") != _augment_record(feats):
+    if meta.get("feature_key", data.key) != data.key or meta.get("augment") != data.augment_record():
         log.warning("%s was computed from other features (%s); redoing it", path, meta.get("feature_key"))
         return False
     stored = meta.get("model_params")
@@ -631,188 +542,83 @@ def _same_inputs(meta: dict[str, Any], feats: _Loaded, path: Path, params: dict[
 
 
 def _fit_score(
-    ctx: _RunContext,
-    feats: _Loaded,
-    mspec: Any,
-    fold: Any,
-    overrides: dict[str, Any],
-    jpath: Path,
-    ppath: Path,
+    ctx: _RunContext, data: ViewData, mspec: Any, fold: Any, params: dict[str, Any], jpath: Path, ppath: Path
 ) -> UnitResult:
+    """Fit through the shared fit path, score the test part once, store predictions then the record."""
+    import time
+
     from sertool.metrics import score_all
 
-    split, classes, encoder, labels, speakers = ctx.split, ctx.classes, ctx.encoder, ctx.labels, ctx.speakers
-    seed, device, tune, manifest, fit_estimator = (
-        ctx.seed,
-        ctx.device,
-        ctx.tune,
-        ctx.manifest,
-        ctx.fit_estimator,
-    )
-    view, name, k = feats.view, _entry_name(mspec, tune), fold.index
-    avail = feats.index
-
-    def present(ids: Sequence[str]) -> list[str]:
-        return [u for u in ids if u in avail]
-
-    train, valid, test = present(fold.train), present(fold.valid), present(fold.test)
-    missing = len(fold.train) + len(fold.valid) + len(fold.test) - len(train) - len(valid) - len(test)
+    view, name, k = data.entry, entry_name(mspec, ctx.fit.tune), fold.index
+    test = data.present(fold.test)
+    missing = len(fold.train) + len(fold.valid) + len(fold.test) - len(data.present(fold.train))
+    missing -= len(data.present(fold.valid)) + len(test)
     if missing:
         log.warning(
             "%s fold %d: %d utterances have no cached %s features (skipped clips)", view, k, missing, view
         )
-    if not train or not test:
+    if not data.present(fold.train) or not test:
         return UnitResult(view, name, k, "skipped", reason="empty train or test part")
-    neural = mspec.family == "neural"
-    fit_ids = train if neural else train + valid
-    params = dict(overrides)
-    est = ctx.make_estimator(mspec.name, seed=seed, **params)
-    if "device" in est.get_params(deep=False):
-        est.set_params(device=device)
-    est = clone(est)
-    # augmented copies join the fit data only (never validation parts used for early stopping, never tests)
-    X_fit, fit_rows = _with_augmented(feats, _select(feats, fit_ids), fit_ids, labels, seed, k)
-    y_fit = encoder.transform([labels[u] for u in fit_rows])
-    fit_params: dict[str, Any] = {}
-    if neural and valid:
-        fit_params = {
-            "X_valid": _select(feats, valid),
-            "y_valid": encoder.transform([labels[u] for u in valid]),
-        }
-    best_params = None
-    t0 = time.perf_counter()
     try:
-        if tune and mspec.param_grid and not neural:
-            est, best_params = _tune(
-                est,
-                mspec,
-                X_fit,
-                y_fit,
-                # inner folds keep a speaker's (or, speaker-dependent, a clip's) augmented copies together
-                [speakers[u] for u in fit_rows] if split.speaker_independent else fit_rows,
-                split.speaker_independent or feats.augment is not None,
-                seed,
-                fit_estimator,
-            )
-        else:
-            fit_estimator(
-                est,
-                X_fit,
-                y_fit,
-                sample_weight=_balanced(y_fit, mspec),
-                fit_params=fit_params,
-                threads=_threads(),
-            )
+        fitted = fit_unit(ctx.fit, data, mspec, train=fold.train, valid=fold.valid, fold=k, params=params)
     except SertoolError:
         raise
     except Exception as exc:  # one failing model must not lose the rest of the run
         log.error("%s / %s fold %d failed: %s", view, name, k, exc)
         return UnitResult(view, name, k, "failed", reason=f"{type(exc).__name__}: {exc}")
-    fit_s = time.perf_counter() - t0
-    X_test = _select(feats, test)
     t1 = time.perf_counter()
-    proba = np.asarray(est.predict_proba(X_test), dtype=np.float64)
+    proba, y_pred = predict_classes(fitted.estimator, data.rows(test), ctx.fit.classes)
     pred_s = time.perf_counter() - t1
-    full = np.zeros((len(test), len(classes)))
-    full[:, np.asarray(est.classes_, dtype=int)] = proba
-    y_pred = encoder.inverse_transform(full.argmax(axis=1))
-    y_true = [labels[u] for u in test]
-    metrics = score_all(y_true, list(y_pred), classes)
-    pred = pd.DataFrame(
-        {"utt_id": test, "speaker": [speakers[u] for u in test], "y_true": y_true, "y_pred": list(y_pred)}
+    y_true = [ctx.fit.labels[u] for u in test]
+    metrics = score_all(y_true, y_pred, ctx.fit.classes)
+    speakers = [ctx.fit.speakers[u] for u in test]
+    pred = pd.DataFrame({"utt_id": test, "speaker": speakers, "y_true": y_true, "y_pred": y_pred})
+    for j, c in enumerate(ctx.fit.classes):
+        pred[f"proba__{c}"] = proba[:, j].astype(np.float32)
+    atomic_parquet(pred, ppath)
+    _record(ctx, data, name, k, fitted, metrics, len(test), pred_s).write(jpath)
+    return UnitResult(view, name, k, "done", metrics["ua"], metrics["wa"], fitted.fit_seconds + pred_s)
+
+
+def _record(
+    ctx: _RunContext,
+    data: ViewData,
+    name: str,
+    k: int,
+    fitted: Any,
+    metrics: dict,
+    n_test: int,
+    pred_s: float,
+) -> UnitRecord:
+    split = ctx.split
+    return UnitRecord(
+        corpus=ctx.corpus,
+        manifest_hash=ctx.mhash,
+        split_id=split.id,
+        split_strategy=split.strategy,
+        speaker_independent=bool(split.speaker_independent),
+        protocol=split_protocol(split),
+        label_scheme=split.label_scheme,
+        fold=k,
+        features=data.entry,
+        feature_key=data.key,
+        model=name,
+        model_params=_model_params(fitted.estimator),
+        seed=ctx.fit.seed,
+        classes=list(ctx.fit.classes),
+        n_train=len(fitted.fit_ids),
+        n_augmented=fitted.n_augmented,
+        augment=data.augment_record(),
+        preprocess=data.preprocess or None,
+        normalize=data.normalize,
+        n_valid=len(fitted.valid_ids),
+        n_test=n_test,
+        metrics=json_safe(metrics),
+        fit_seconds=round(fitted.fit_seconds, 4),
+        predict_seconds=round(pred_s, 4),
+        device=fitted.device,
+        tuned=fitted.best_params is not None,
+        best_params=json_safe(fitted.best_params),
+        provenance=ctx.env,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
-    # ``full``'s columns are the encoder's codes (sorted class names); the stored columns follow ``classes``
-    for c, j in zip(classes, encoder.transform(classes), strict=True):
-        pred[f"proba__{c}"] = full[:, j].astype(np.float32)
-    _atomic_parquet(pred, ppath)
-    record = {
-        "schema": 1,
-        "corpus": corpus_name(manifest),
-        "manifest_hash": ctx.mhash,
-        "split_id": split.id,
-        "split_strategy": split.strategy,
-        "speaker_independent": bool(split.speaker_independent),
-        "protocol": _protocol(split),
-        "label_scheme": split.label_scheme,
-        "fold": k,
-        "features": view,
-        "feature_key": feats.key,
-        "model": name,
-        "model_params": _model_params(est),
-        "seed": seed,
-        "classes": classes,
-        "n_train": len(fit_ids),
-        "n_augmented": len(fit_rows) - len(fit_ids),
-        "augment": _augment_record(feats),
-        "preprocess": feats.preprocess or None,
-        "normalize": feats.normalize,
-        "n_valid": len(valid) if neural else 0,
-        "n_test": len(test),
-        "metrics": json_safe(metrics),
-        "fit_seconds": round(fit_s, 4),
-        "predict_seconds": round(pred_s, 4),
-        "device": device if "device" in est.get_params(deep=False) else "cpu",
-        "tuned": best_params is not None,
-        "best_params": json_safe(best_params),
-        "provenance": ctx.env,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    _atomic_write_bytes(jpath, json.dumps(record, indent=1, sort_keys=True).encode())
-    return UnitResult(view, name, k, "done", metrics["ua"], metrics["wa"], fit_s + pred_s)
-
-
-def _tune(
-    est: Any,
-    mspec: Any,
-    X: Any,
-    y: np.ndarray,
-    groups: list[str],
-    grouped: bool,
-    seed: int,
-    fit_estimator: Any,
-) -> tuple[Any, dict[str, Any]]:
-    """Grid search inside the training data only; inner folds are grouped by ``groups`` when ``grouped``
-    (speakers under speaker-independent splits; origin clips when augmented copies must stay together)."""
-    from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold
-
-    n_groups = len(set(groups))
-    if grouped and n_groups >= 3:
-        cv = StratifiedGroupKFold(n_splits=min(3, n_groups), shuffle=True, random_state=seed)
-        cv_splits = list(cv.split(X, y, groups))
-    else:
-        cv_splits = list(StratifiedKFold(n_splits=3, shuffle=True, random_state=seed).split(X, y))
-    grid = {
-        f"clf__{k}" if hasattr(est, "steps") and not k.startswith("clf__") else k: v
-        for k, v in mspec.param_grid.items()
-    }
-    search = GridSearchCV(est, grid, scoring="balanced_accuracy", cv=cv_splits, n_jobs=1, refit=False)
-    search.fit(X, y)
-    best = search.best_params_
-    tuned = clone(est).set_params(**best)
-    fit_estimator(tuned, X, y, sample_weight=_balanced(y, mspec), threads=_threads())
-    return tuned, best
-
-
-def _entry_name(mspec: Any, tune: bool) -> str:
-    """The model's leaderboard name: ``svm``, or ``svm+tuned`` when its grid is searched in this run, so
-    tuned and untuned runs of one model never overwrite each other's units."""
-    return f"{mspec.name}+tuned" if tune and mspec.param_grid and mspec.family != "neural" else mspec.name
-
-
-_BUSY = "another process is running this unit"
-
-
-def _threads() -> int:
-    """BLAS/OpenMP threads per fit: ``$SERTOOL_N_JOBS`` or 1 (units run one after another; measured: an
-    unbounded BLAS pool made sklearn's MLP 20x slower on 2 busy cores)."""
-    from sertool.models.classic import n_jobs_from_env
-
-    n = n_jobs_from_env()
-    return os.cpu_count() or 1 if n < 0 else max(1, n)
-
-
-def _balanced(y: np.ndarray, mspec: Any) -> np.ndarray | None:
-    """Balanced per-sample weights (n_samples / (n_classes * count of the sample's class)), if accepted."""
-    from sklearn.utils.class_weight import compute_sample_weight
-
-    return compute_sample_weight("balanced", y) if mspec.sample_weight else None

@@ -1,0 +1,588 @@
+"""One fit path: the steps that turn cached features into a fitted model, shared by bench and ``train``.
+
+A benchmark unit and ``sertool train`` call the same functions, in the same order, so a saved model is by
+construction the one a leaderboard measured (scikit-learn's ``cross_validate`` and ``fit`` share
+``_fit_and_score`` for the same reason):
+
+1. :func:`prepare_view` - configure the view's extractor(s), extract what is not cached, choose the models
+   the view can feed, load their input (pooled vectors and/or frame sequences), add the augmented copies the
+   folds' training parts use, and apply label-free group normalisation;
+2. :func:`fit_unit` - fit one model on one fold's training data (training + validation parts for classical
+   models, training part with early stopping on the validation part for neural heads), with balanced sample
+   weights, the thread cap, the device, and an optional grid search inside the training data only;
+3. :func:`predict_classes` - class probabilities in the canonical class order and the predicted labels
+   (ties broken in the label encoder's order, the same everywhere).
+
+Protocol decisions (they decide what the numbers mean): labels are encoded once, over the manifest's classes;
+the test part is never seen by any step here except :func:`predict_classes`; augmented copies join training
+data only (never a validation part used for early stopping, never a test part).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+
+from sertool.data.labels import CANONICAL_LABELS
+from sertool.exceptions import ParameterError
+
+__all__ = [
+    "FitContext",
+    "FittedUnit",
+    "PreparedView",
+    "ViewData",
+    "augmented_rows",
+    "class_order",
+    "entry_name",
+    "feature_label",
+    "fit_unit",
+    "fold_threads",
+    "normalize_groups",
+    "predict_classes",
+    "prepare_view",
+]
+
+log = logging.getLogger(__name__)
+
+
+def class_order(labels: Sequence[str]) -> list[str]:
+    """Classes present in ``labels``, in canonical order (unknown labels last, alphabetically)."""
+    order = {lab: i for i, lab in enumerate(CANONICAL_LABELS)}
+    return sorted(set(labels), key=lambda c: (order.get(c, len(order)), c))
+
+
+def entry_name(mspec: Any, tune: bool) -> str:
+    """The model's leaderboard name: ``svm``, or ``svm+tuned`` when its grid is searched in this run, so
+    tuned and untuned runs of one model never overwrite each other's units."""
+    return f"{mspec.name}+tuned" if tune and mspec.param_grid and mspec.family != "neural" else mspec.name
+
+
+def feature_label(view: str, extractor: Any, augment: Any = None) -> str:
+    """The leaderboard name of a view: ``handcrafted94``, ``handcrafted94~denoise-trim`` (preprocessed),
+    ``mfcc40~aug-awgn`` (training parts augmented): what follows ``~`` are the run's signal transforms."""
+    label = view
+    pre = getattr(extractor, "preprocess", None)
+    if pre:
+        label += "~" + "-".join(step["name"] for step in pre)
+    if augment is not None:
+        label += "~" + augment.tag
+    return label
+
+
+def fold_threads(unit_jobs: int = 1) -> int:
+    """BLAS/OpenMP threads per fit: ``$SERTOOL_N_JOBS`` when set, else the cores divided among the units
+    that run at once (one unit at a time on a 2-core machine gets 1: an unbounded BLAS pool made
+    scikit-learn's MLP 20x slower on 2 busy cores)."""
+    from sertool.models.classic import n_jobs_from_env
+
+    cores = os.cpu_count() or 1
+    if os.environ.get("SERTOOL_N_JOBS", "").strip():
+        n = n_jobs_from_env()
+        return cores if n < 0 else max(1, n)
+    return max(1, cores // max(1, unit_jobs)) if unit_jobs > 1 else 1
+
+
+# ------------------------------------------------------------------------------------------- view data
+@dataclass
+class ViewData:
+    """One feature view's model input for the utterances that have it.
+
+    Attributes
+    ----------
+    X : ndarray or list of ndarray
+        Pooled vectors ``(n, d)`` or frame sequences (a list of ``(T_i, F)`` arrays), in ``utt_ids`` order.
+    utt_ids : list of str
+    key : str
+        Feature cache key (``+``-joined for fused views).
+    entry : str
+        The leaderboard name of the view (``whisper-base@all~norm-speaker``).
+    augment : AugmentSpec, optional
+        The run's augmentation; ``aug`` holds one loaded set per augmented copy.
+    preprocess : list of dict
+        Preprocessing steps applied to every clip (part of the cache key).
+    normalize : str, optional
+        The manifest column whose groups were z-scored (``speaker`` / ``corpus``).
+    """
+
+    X: Any
+    utt_ids: list[str]
+    key: str
+    entry: str
+    aug: list[ViewData] = field(default_factory=list)
+    augment: Any = None
+    preprocess: list[dict[str, Any]] = field(default_factory=list)
+    normalize: str | None = None
+    index: dict[str, int] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.index = {u: i for i, u in enumerate(self.utt_ids)}
+
+    def present(self, ids: Sequence[str]) -> list[str]:
+        """The utterances of ``ids`` that have features here (skipped clips have none)."""
+        return [u for u in ids if u in self.index]
+
+    def rows(self, ids: Sequence[str]) -> Any:
+        """Model input of ``ids`` (every one must be present)."""
+        idx = [self.index[u] for u in ids]
+        if isinstance(self.X, np.ndarray):
+            return self.X[idx]
+        return [self.X[i] for i in idx]
+
+    def augment_record(self) -> dict[str, Any] | None:
+        """What a unit record stores of the augmentation (spec + the copies' cache keys)."""
+        if self.augment is None:
+            return None
+        return {**self.augment.to_dict(), "copy_keys": [c.key for c in self.aug]}
+
+
+def augmented_rows(
+    fit_ids: Sequence[str], labels: dict[str, str], augment: Any, seed: int, fold: int
+) -> list[tuple[str, int]]:
+    """(utterance, copy) pairs added to one fold's training data.
+
+    Without ``balance``: every copy of every training utterance. With it: per class, copies of its clips in a
+    seeded order (first copy of each, then second, ...) until the class has as many rows as the largest
+    class, at most ``augment.copies`` per clip.
+    """
+    if not augment.balance:
+        return [(u, c) for c in range(augment.copies) for u in fit_ids]
+    by_class: dict[str, list[str]] = {}
+    for u in fit_ids:
+        by_class.setdefault(labels[u], []).append(u)
+    top = max(len(v) for v in by_class.values())
+    rng = np.random.default_rng([seed, fold, 7])
+    rows: list[tuple[str, int]] = []
+    for label in sorted(by_class):
+        members = [by_class[label][i] for i in rng.permutation(len(by_class[label]))]
+        need = min(top - len(members), len(members) * augment.copies)
+        rows += [(members[j % len(members)], j // len(members)) for j in range(need)]
+    return rows
+
+
+def _with_augmented(
+    data: ViewData, ids: list[str], labels: dict[str, str], seed: int, fold: int
+) -> tuple[Any, list[str]]:
+    """Rows of ``ids`` followed by the augmented copies for them; returns (X, origin id per row)."""
+    X = data.rows(ids)
+    if data.augment is None:
+        return X, ids
+    rows = augmented_rows(ids, labels, data.augment, seed, fold)
+    parts, origin = [X], list(ids)
+    for c, copy in enumerate(data.aug):
+        take = [u for u, cc in rows if cc == c and u in copy.index]
+        if take:
+            parts.append(copy.rows(take))
+            origin += take
+    if isinstance(X, np.ndarray):
+        return np.concatenate(parts), origin
+    return [x for part in parts for x in part], origin
+
+
+def normalize_groups(data: ViewData, manifest: pd.DataFrame, column: str) -> None:
+    """Z-score ``data.X`` (and its augmented copies) per ``column`` group with the group's own clean-clip
+    mean and standard deviation (no labels involved); renames the entry ``<view>~norm-<column>``."""
+    group = dict(zip(manifest["utt_id"], manifest[column].astype(str), strict=True))
+    X = np.asarray(data.X, dtype=np.float64)
+    stats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    rows = pd.Series([group[u] for u in data.utt_ids])
+    for g, idx in rows.groupby(rows).groups.items():
+        idx = np.asarray(idx)
+        stats[g] = group_statistics(X[idx])
+        X[idx] = (X[idx] - stats[g][0]) / stats[g][1]
+    data.X = X.astype(np.float32)
+    for copy in data.aug:
+        if len(copy.utt_ids):
+            C = np.asarray(copy.X, dtype=np.float64)
+            for i, u in enumerate(copy.utt_ids):
+                mean, std = stats[group[u]]
+                C[i] = (C[i] - mean) / std
+            copy.X = C.astype(np.float32)
+    data.entry = data.entry + f"~norm-{column}"
+    for copy in data.aug:
+        copy.entry = data.entry
+    data.normalize = column
+
+
+def group_statistics(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) of a group's pooled vectors; a constant dimension gets std 1 (it is only centred)."""
+    X = np.asarray(X, dtype=np.float64)
+    mean, std = X.mean(axis=0), X.std(axis=0)
+    return mean, np.where(std > 1e-8, std, 1.0)
+
+
+# --------------------------------------------------------------------------------------- preparing a view
+@dataclass
+class PreparedView:
+    """A feature view ready for fitting: its models and their input.
+
+    Attributes
+    ----------
+    spec : str
+        The view as asked for (``whisper-base@all+text-minilm``).
+    label : str
+        Its leaderboard name before normalisation.
+    models : list of ModelSpec
+        The models this view feeds.
+    data : dict
+        ``{"pooled": ViewData, "frames": ViewData}`` (the kinds the models read).
+    skipped : list of (model name, reason)
+        Models asked for that this view cannot feed.
+    extraction : list of ExtractionReport
+    extractors : list of Extractor
+        The configured extractor of each part of the view.
+    """
+
+    spec: str
+    label: str
+    models: list[Any]
+    data: dict[str, ViewData]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    extraction: list[Any] = field(default_factory=list)
+    extractors: list[Any] = field(default_factory=list)
+
+
+def _choose_models(models: Any, parts: Sequence[Any], kinds: list[str], spec: str) -> tuple[list, list]:
+    """(models the view feeds, [(name, reason)] of named models it cannot feed)."""
+    from sertool.models.registry import resolve_models
+
+    requested = resolve_models(models)
+    tokens = models.split(",") if isinstance(models, str) else list(models)
+    named = {t.strip().lower() for t in tokens}
+    # a model designed for other features (cnn_transformer: MFCCs) runs on these only when named
+    chosen = [
+        m
+        for m in requested
+        if m.input in kinds and (m.name in named or all(m.designed_for(v.extractor) for v in parts))
+    ]
+    explicit = not (isinstance(models, str) and models in ("all", "classic", "neural"))
+    skipped = []
+    for m in requested:
+        if m.input not in kinds and explicit:
+            log.warning("%s needs %s features, which %s does not provide; skipped", m.name, m.input, spec)
+            skipped.append((m.name, f"needs {m.input}"))
+    return chosen, skipped
+
+
+def _load_fused(store: Any, manifest: pd.DataFrame, views: Sequence[Any], extractors: Sequence[Any]) -> tuple:
+    """Pooled vectors of several views side by side (``whisper-base@all+text-minilm``: audio and text), for
+    the utterances every view has, in manifest order; the key names every part's cache key."""
+    sets = [
+        store.load(manifest, v, output="pooled", allow_missing=True, key=ex)
+        for v, ex in zip(views, extractors, strict=True)
+    ]
+    common = set.intersection(*(set(fs.utt_ids) for fs in sets))
+    ids = [u for u in manifest["utt_id"] if u in common]
+    blocks = []
+    for fs in sets:
+        pos = {u: i for i, u in enumerate(fs.utt_ids)}
+        blocks.append(fs.X[[pos[u] for u in ids]])
+    X = np.ascontiguousarray(np.concatenate(blocks, axis=1), dtype=np.float32)
+    return X, ids, "+".join(fs.key for fs in sets)
+
+
+def _load_kinds(
+    store: Any, manifest: pd.DataFrame, prep: PreparedView, parts: Sequence[Any], extractors: Sequence[Any]
+) -> None:
+    """Fill ``prep.data`` with the input kinds its models read; models whose kind is not stored are skipped."""
+    pre = [s for ex in extractors for s in getattr(ex, "preprocess", [])]
+    if len(parts) > 1:
+        if prep.models:
+            X, ids, key = _load_fused(store, manifest, parts, extractors)
+            prep.data["pooled"] = ViewData(X, ids, key, prep.label, preprocess=pre)
+        return
+    for kind in sorted({m.input for m in prep.models}):
+        try:
+            fs = store.load(manifest, parts[0], output=kind, allow_missing=True, key=extractors[0])
+        except ParameterError as exc:  # e.g. a layer view whose frames were not stored
+            log.warning(
+                "%s: no %s features for this view (%s); models that need them are skipped",
+                prep.spec,
+                kind,
+                exc,
+            )
+            prep.skipped += [(m.name, str(exc)) for m in prep.models if m.input == kind]
+            prep.models = [m for m in prep.models if m.input != kind]
+            continue
+        prep.data[kind] = ViewData(fs.X, list(fs.utt_ids), fs.key, prep.label, preprocess=list(pre))
+
+
+def _attach_augmented(
+    store: Any,
+    manifest: pd.DataFrame,
+    prep: PreparedView,
+    view: Any,
+    extractor: Any,
+    aug: Any,
+    fit_sets: Sequence[tuple[int, list[str]]],
+    labels: dict[str, str],
+    seed: int,
+    extract: bool,
+    jobs: int,
+) -> None:
+    """Extract and load exactly the augmented copies some fit will use (never of a clip only tested on;
+    with balancing, only copies of the clips that fill a smaller class)."""
+    from sertool.features.extract import extract_features
+    from sertool.features.transforms import augmented_extractors
+
+    avail = next(iter(prep.data.values())).index
+    wanted: list[set[str]] = [set() for _ in range(aug.copies)]
+    for fold, ids in fit_sets:
+        for u, c in augmented_rows([u for u in ids if u in avail], labels, aug, seed, fold):
+            wanted[c].add(u)
+    for copy, ids in zip(augmented_extractors(extractor, aug), wanted, strict=True):
+        sub = manifest[manifest["utt_id"].isin(ids)]
+        if extract and len(sub):
+            prep.extraction.append(extract_features(sub, copy, cache=store, jobs=jobs))
+        for kind, data in prep.data.items():
+            cs = (
+                store.load(sub, replace(view, extractor=copy.name), output=kind, allow_missing=True, key=copy)
+                if len(sub)
+                else None
+            )
+            ids_c = list(cs.utt_ids) if cs is not None else []
+            data.aug.append(ViewData(cs.X if cs is not None else [], ids_c, copy.key, data.entry))
+
+
+def prepare_view(
+    spec: str,
+    manifest: pd.DataFrame,
+    *,
+    models: Any,
+    store: Any,
+    folds: Sequence[Any],
+    seed: int = 0,
+    device: str = "cpu",
+    extractor_params: dict[str, dict[str, Any]] | None = None,
+    augment: Any = None,
+    normalize: str | None = None,
+    extract: bool = True,
+    jobs: int = -1,
+    scheduler: str | None = None,
+) -> PreparedView:
+    """Everything a view needs before fitting (step 1 of the module docstring).
+
+    Parameters
+    ----------
+    spec : str
+        The feature view (``"handcrafted94"``, ``"whisper-base@all"``, ``"a+b"`` fuses pooled vectors).
+    manifest : pandas.DataFrame
+        Utterances (label scheme applied).
+    models : str or sequence of str
+        ``"all"``, a family or names; only models whose input the view provides are kept.
+    store : FeatureStore
+    folds : sequence of Fold
+        The folds that will be fitted (their training parts decide which augmented copies are made).
+    seed, device, extractor_params, augment, normalize, extract, jobs, scheduler
+        As :func:`sertool.bench.runner.run_bench`.
+    """
+    from sertool.features import configured_extractor, parse_view
+    from sertool.features.extract import extract_features
+
+    parts = [parse_view(p) for p in spec.split("+")]
+    if len(parts) > 1 and augment is not None:
+        raise ParameterError(f"{spec}: augmentation of fused views is not supported; augment one view")
+    extractor_params = extractor_params or {}
+    extractors, reports = [], []
+    for part in parts:  # converted Whisper weights live beside the features
+        ex = configured_extractor(
+            part.extractor, extractor_params.get(part.extractor), device=device, cache=store.root
+        )
+        if extract:
+            reports.append(extract_features(manifest, ex, cache=store, jobs=jobs, scheduler=scheduler))
+        extractors.append(ex)
+    label = "+".join(feature_label(v.name, ex, augment) for v, ex in zip(parts, extractors, strict=True))
+    kinds = ["pooled"] + (["frames"] if len(parts) == 1 and "frames" in extractors[0].outputs() else [])
+    chosen, skipped = _choose_models(models, parts, kinds, spec)
+    prep = PreparedView(spec, label, chosen, {}, skipped, reports, extractors)
+    _load_kinds(store, manifest, prep, parts, extractors)
+    for data in prep.data.values():
+        data.augment = augment
+    if augment is not None and prep.data:
+        labels = dict(zip(manifest["utt_id"], manifest["label"], strict=True))
+        fit_sets = [(f.index, ids) for f in folds for ids in (list(f.train), list(f.train) + list(f.valid))]
+        _attach_augmented(
+            store, manifest, prep, parts[0], extractors[0], augment, fit_sets, labels, seed, extract, jobs
+        )
+    if normalize is not None and "pooled" in prep.data:
+        normalize_groups(prep.data["pooled"], manifest, normalize)
+    return prep
+
+
+# ------------------------------------------------------------------------------------------- fitting
+@dataclass(frozen=True)
+class FitContext:
+    """What every fit of one run shares: classes, labels, speakers and the run's settings."""
+
+    classes: list[str]
+    labels: dict[str, str]
+    speakers: dict[str, str]
+    seed: int = 0
+    device: str = "cpu"
+    tune: bool = False
+    threads: int = 1
+    speaker_independent: bool = True
+
+    @classmethod
+    def from_manifest(cls, manifest: pd.DataFrame, **settings: Any) -> FitContext:
+        """Classes in canonical order and the label / speaker of every utterance of ``manifest``."""
+        return cls(
+            classes=class_order(manifest["label"].tolist()),
+            labels=dict(zip(manifest["utt_id"], manifest["label"], strict=True)),
+            speakers=dict(zip(manifest["utt_id"], manifest["speaker"].astype(str), strict=True)),
+            **settings,
+        )
+
+    @property
+    def encoder(self) -> Any:
+        """The label encoder over :attr:`classes` (codes = positions in the sorted class names)."""
+        from sertool.models.registry import encode_labels
+
+        return encode_labels(self.classes)[0]
+
+    def encode(self, ids: Sequence[str]) -> np.ndarray:
+        """Label codes of ``ids``."""
+        return self.encoder.transform([self.labels[u] for u in ids])
+
+
+@dataclass
+class FittedUnit:
+    """A fitted model and what the record of its unit states about the fit."""
+
+    estimator: Any
+    fit_ids: list[str]
+    valid_ids: list[str]
+    n_augmented: int
+    best_params: dict[str, Any] | None
+    fit_seconds: float
+    device: str
+
+
+def fit_unit(
+    ctx: FitContext,
+    data: ViewData,
+    mspec: Any,
+    *,
+    train: Sequence[str],
+    valid: Sequence[str],
+    fold: int,
+    params: dict[str, Any] | None = None,
+) -> FittedUnit:
+    """Fit ``mspec`` on one fold's training data (step 2 of the module docstring).
+
+    Parameters
+    ----------
+    ctx : FitContext
+    data : ViewData
+        The view's input (utterances without features are left out of every part).
+    mspec : ModelSpec
+    train, valid : sequence of str
+        The fold's training and validation parts.
+    fold : int
+        Fold index (seeds the augmentation order of balanced copies).
+    params : dict, optional
+        Model parameter overrides.
+
+    Returns
+    -------
+    FittedUnit
+    """
+    from sertool.models.registry import fit_estimator, make_estimator
+
+    train, valid = data.present(train), data.present(valid)
+    neural = mspec.family == "neural"
+    fit_ids = train if neural else train + valid
+    est = make_estimator(mspec.name, seed=ctx.seed, **(params or {}))
+    has_device = "device" in est.get_params(deep=False)
+    if has_device:
+        est.set_params(device=ctx.device)
+    est = clone(est)
+    X_fit, fit_rows = _with_augmented(data, fit_ids, ctx.labels, ctx.seed, fold)
+    y_fit = ctx.encode(fit_rows)
+    fit_params: dict[str, Any] = {}
+    if neural and valid:
+        fit_params = {"X_valid": data.rows(valid), "y_valid": ctx.encode(valid)}
+    best_params = None
+    t0 = time.perf_counter()
+    if ctx.tune and mspec.param_grid and not neural:
+        # inner folds keep a speaker's (or, speaker-dependent, a clip's) augmented copies together
+        groups = [ctx.speakers[u] for u in fit_rows] if ctx.speaker_independent else fit_rows
+        grouped = ctx.speaker_independent or data.augment is not None
+        est, best_params = _tune(est, mspec, X_fit, y_fit, groups, grouped, ctx.seed, ctx.threads)
+    else:
+        fit_estimator(
+            est,
+            X_fit,
+            y_fit,
+            sample_weight=_balanced(y_fit, mspec),
+            fit_params=fit_params,
+            threads=ctx.threads,
+        )
+    return FittedUnit(
+        est,
+        fit_ids,
+        valid if neural else [],
+        len(fit_rows) - len(fit_ids),
+        best_params,
+        time.perf_counter() - t0,
+        ctx.device if has_device else "cpu",
+    )
+
+
+def predict_classes(est: Any, X: Any, classes: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """Class probabilities and labels (step 3 of the module docstring).
+
+    Returns
+    -------
+    proba : ndarray of shape (n, len(classes))
+        Columns in ``classes`` order; classes the fitted model never saw get probability 0.
+    labels : list of str
+        The most probable class of each row, ties broken in the label encoder's (sorted-name) order.
+    """
+    codes = sorted(classes)
+    proba = np.asarray(est.predict_proba(X), dtype=np.float64)
+    full = np.zeros((proba.shape[0], len(codes)))
+    full[:, np.asarray(est.classes_, dtype=int)] = proba
+    labels = [codes[i] for i in full.argmax(axis=1)]
+    return full[:, [codes.index(c) for c in classes]], labels
+
+
+def _tune(
+    est: Any, mspec: Any, X: Any, y: np.ndarray, groups: list[str], grouped: bool, seed: int, threads: int
+) -> tuple[Any, dict[str, Any]]:
+    """Grid search inside the training data only; inner folds are grouped by ``groups`` when ``grouped``
+    (speakers under speaker-independent splits; origin clips when augmented copies must stay together)."""
+    from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold
+
+    from sertool.models.registry import fit_estimator
+
+    n_groups = len(set(groups))
+    if grouped and n_groups >= 3:
+        cv = StratifiedGroupKFold(n_splits=min(3, n_groups), shuffle=True, random_state=seed)
+        cv_splits = list(cv.split(X, y, groups))
+    else:
+        cv_splits = list(StratifiedKFold(n_splits=3, shuffle=True, random_state=seed).split(X, y))
+    grid = {
+        f"clf__{k}" if hasattr(est, "steps") and not k.startswith("clf__") else k: v
+        for k, v in mspec.param_grid.items()
+    }
+    search = GridSearchCV(est, grid, scoring="balanced_accuracy", cv=cv_splits, n_jobs=1, refit=False)
+    search.fit(X, y)
+    best = search.best_params_
+    tuned = clone(est).set_params(**best)
+    fit_estimator(tuned, X, y, sample_weight=_balanced(y, mspec), threads=threads)
+    return tuned, best
+
+
+def _balanced(y: np.ndarray, mspec: Any) -> np.ndarray | None:
+    """Balanced per-sample weights (n_samples / (n_classes * count of the sample's class)), if accepted."""
+    from sertool.models.registry import balanced_sample_weight
+
+    return balanced_sample_weight(y) if mspec.sample_weight else None
