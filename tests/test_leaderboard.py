@@ -7,6 +7,7 @@ predictions drawn so that ``svm`` is clearly best, ``logreg`` middling and ``knn
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from sertool.bench.leaderboard import (
     render_leaderboards,
     write_leaderboard,
 )
+from sertool.bench.records import ResultsLayout, UnitRecord
 from sertool.exceptions import ParameterError
 from sertool.metrics import bootstrap_ua_ci, paired_test, score_all
 
@@ -149,6 +151,106 @@ def test_collect_results_reads_every_unit(results_root: Path) -> None:
     preds = res.predictions("mfcc40", "svm")
     assert len(preds) == N_FOLDS * SPK_PER_FOLD * len(CLASSES) * CLIPS
     assert list(preds["fold"].unique()) == [0, 1, 2]
+
+
+def _hand_record(**changes: object) -> UnitRecord:
+    """One unit record with values chosen by hand (none of them a field's default)."""
+    fields = {
+        "corpus": "tess",
+        "split_id": "speaker-2fold-cccc",
+        "protocol": "speaker-independent",
+        "label_scheme": "4class-v1",
+        "fold": 1,
+        "features": "whisper-base@3~aug-awgn",
+        "model": "logreg",
+        "seed": 7,
+        "classes": ["neutral", "happy", "sad", "angry"],
+        "metrics": {
+            "wa": 0.625,
+            "ua": 0.6,
+            "macro_f1": 0.55,
+            "n": 8,
+            "per_class_recall": {"neutral": 1.0, "happy": 0.5, "sad": 0.5, "angry": 0.4},
+            "confusion": [[2, 0, 0, 0], [1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1]],
+        },
+        "manifest_hash": "0123456789abcdef",
+        "split_strategy": "speaker-2fold",
+        "speaker_independent": True,
+        "feature_key": "whisper-base/v1-0011223344",
+        "model_params": {"max_iter": 500, "C": 0.5},
+        "n_train": 40,
+        "n_valid": 12,
+        "n_test": 8,
+        "fit_seconds": 2.5,
+        "predict_seconds": 0.25,
+        "device": "cuda:0",
+        "tuned": True,
+        "best_params": {"C": 0.5},
+        "created": "2026-12-01T10:00:00Z",
+    }
+    return UnitRecord(**{**fields, **changes})  # type: ignore[arg-type]
+
+
+def test_a_written_unit_record_is_read_back_with_its_values(tmp_path: Path) -> None:
+    layout = ResultsLayout(tmp_path)
+    split_dir = layout.split_dir("tess", "speaker-2fold-cccc")
+    json_path, pred_path = layout.unit_paths(split_dir, "whisper-base@3~aug-awgn", "logreg", 1)
+    json_path.parent.mkdir(parents=True)
+    pd.DataFrame(
+        {"utt_id": [f"u{i}" for i in range(8)], "speaker": ["s1"] * 4 + ["s2"] * 4,
+         "y_true": ["neutral", "neutral", "happy", "happy", "sad", "sad", "angry", "angry"],
+         "y_pred": ["neutral", "neutral", "neutral", "happy", "happy", "sad", "sad", "angry"]}
+    ).to_parquet(pred_path, index=False)  # fmt: skip
+    _hand_record().write(json_path)
+
+    units = collect_results(tmp_path).units
+    assert len(units) == 1
+    row = units.iloc[0].to_dict()
+    expected = {
+        "corpus": "tess",
+        "split_id": "speaker-2fold-cccc",
+        "split_strategy": "speaker-2fold",
+        "speaker_independent": True,
+        "protocol": "speaker-independent",
+        "label_scheme": "4class-v1",
+        "fold": 1,
+        "features": "whisper-base@3~aug-awgn",
+        "feature_key": "whisper-base/v1-0011223344",
+        "model": "logreg",
+        "model_params": '{"C": 0.5, "max_iter": 500}',
+        "seed": 7,
+        "classes": ("neutral", "happy", "sad", "angry"),
+        "n_train": 40,
+        "n_valid": 12,
+        "n_test": 8,
+        "n": 8,
+        "wa": 0.625,
+        "ua": 0.6,
+        "macro_f1": 0.55,
+        "fit_seconds": 2.5,
+        "predict_seconds": 0.25,
+        "device": "cuda:0",
+        "tuned": True,
+        "confusion": [[2, 0, 0, 0], [1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1]],
+        "split_dir": str(tmp_path / "tess" / "speaker-2fold-cccc"),
+        "json_path": str(json_path),
+        "predictions_path": str(pred_path),
+        "recall__neutral": 1.0,
+        "recall__happy": 0.5,
+        "recall__sad": 0.5,
+        "recall__angry": 0.4,
+    }
+    assert row == expected
+    # the same unit found from its split folder, and its predictions beside it
+    assert collect_results(split_dir).units.iloc[0].to_dict() == expected
+    preds = collect_results(tmp_path).predictions("whisper-base@3~aug-awgn", "logreg")
+    assert list(preds["utt_id"]) == [f"u{i}" for i in range(8)] and set(preds["fold"]) == {1}
+
+    # a record of another schema, at its right place, is refused and the message names its file
+    other, _ = layout.unit_paths(split_dir, "whisper-base@3~aug-awgn", "logreg", 0)
+    _hand_record(fold=0, schema=2).write(other)
+    with pytest.raises(ResultsError, match=re.escape(str(other)) + r".*schema 2"):
+        collect_results(tmp_path)
 
 
 def test_ranking_and_columns(board: pd.DataFrame) -> None:

@@ -1,7 +1,9 @@
 """Leaderboards: per-unit results -> one ranked table per split (CSV, Markdown, self-contained HTML, plots).
 
-Input is the results contract of ``docs/RESULTS_FORMAT.md``: one ``fold-<k>.json`` (+ predictions parquet)
-per (feature view, model, fold) under ``<results>/<corpus>/<split-id>/runs/<view>/<model>/``.
+Input is the results contract of ``docs/RESULTS_FORMAT.md``: one unit record
+(:class:`sertool.bench.records.UnitRecord`, ``fold-<k>.json``, + predictions parquet) per (feature view,
+model, fold), found and read through :class:`sertool.bench.records.ResultsLayout` and
+:func:`sertool.bench.records.read_unit`; this module knows neither the folder layout nor the JSON.
 
 What a leaderboard row states, and how it is computed
 ------------------------------------------------------
@@ -42,6 +44,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sertool.bench.records import RECORD_SCHEMA, ResultsLayout, UnitRecord, read_unit
 from sertool.exceptions import ParameterError, ResultsError
 from sertool.metrics import (
     aggregate_folds,
@@ -95,26 +98,11 @@ EXTRA_COLUMNS: tuple[str, ...] = ("complete", "ua_pooled", "macro_f1_std", "n_te
 
 #: printf format of every float in the CSV files (fixed, so identical inputs give identical bytes).
 FLOAT_FORMAT = "%.6g"
-SCHEMA = 1
+#: The unit record version read here (an alias of :data:`sertool.bench.records.RECORD_SCHEMA`).
+SCHEMA = RECORD_SCHEMA
 RECALL_PREFIX = "recall__"
 PROBA_PREFIX = "proba__"
 
-_FOLD_RE = re.compile(r"^fold-(\d+)\.json$")
-_UNIT_GLOB = "runs/*/*/fold-*.json"
-_REQUIRED_KEYS = (
-    "schema",
-    "corpus",
-    "split_id",
-    "protocol",
-    "label_scheme",
-    "fold",
-    "features",
-    "model",
-    "seed",
-    "classes",
-    "metrics",
-)
-_REQUIRED_METRICS = ("wa", "ua", "macro_f1")
 _PRED_COLUMNS = ("utt_id", "speaker", "y_true", "y_pred")
 
 
@@ -252,67 +240,38 @@ def _load_predictions(units: pd.DataFrame) -> pd.DataFrame:
     return pooled.sort_values(["fold", "utt_id"], kind="mergesort").reset_index(drop=True)
 
 
-def _read_unit(path: Path) -> dict[str, Any]:
-    """One unit JSON as a flat row, checked against its path."""
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ResultsError(f"{path}: unreadable unit JSON ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ResultsError(f"{path}: a unit JSON must hold an object, got {type(data).__name__}")
-    missing = [k for k in _REQUIRED_KEYS if k not in data]
-    if missing:
-        raise ResultsError(f"{path}: unit JSON lacks key(s) {missing}")
-    if data["schema"] != SCHEMA:
-        raise ResultsError(
-            f"{path}: schema {data['schema']!r} is not supported (this sertool reads {SCHEMA})"
-        )
-    metrics = data["metrics"]
-    if not isinstance(metrics, dict) or any(k not in metrics for k in _REQUIRED_METRICS):
-        raise ResultsError(f"{path}: 'metrics' must hold {list(_REQUIRED_METRICS)}, got {metrics!r:.200}")
-    fold = int(_FOLD_RE.match(path.name).group(1))  # type: ignore[union-attr]  # the glob guarantees it
-    split_dir = path.parents[3]
-    where = {
-        "features": (str(data["features"]).replace("/", "_"), path.parents[1].name),
-        "model": (str(data["model"]), path.parent.name),
-        "fold": (data["fold"], fold),
-        "split_id": (str(data["split_id"]), split_dir.name),
-        "corpus": (str(data["corpus"]), split_dir.parent.name),
-    }
-    for key, (said, found) in where.items():
-        if said != found:
-            raise ResultsError(f"{path}: the JSON says {key}={said!r} but its path says {found!r}")
-    classes = tuple(str(c) for c in data["classes"])
-    protocol = str(data["protocol"])
+def _unit_row(record: UnitRecord, path: Path) -> dict[str, Any]:
+    """The flat row of one unit record in :attr:`ResultSet.units` (``path``: where the record lies)."""
+    metrics = record.metrics
     row: dict[str, Any] = {
-        "corpus": str(data["corpus"]),
-        "split_id": str(data["split_id"]),
-        "split_strategy": str(data.get("split_strategy", "")),
-        "speaker_independent": bool(data.get("speaker_independent", protocol == "speaker-independent")),
-        "protocol": protocol,
-        "label_scheme": str(data["label_scheme"]),
-        "fold": fold,
-        "features": str(data["features"]),
-        "feature_key": str(data.get("feature_key", "")),
-        "model": str(data["model"]),
-        "model_params": json.dumps(data.get("model_params", {}), sort_keys=True, default=str),
-        "seed": data["seed"],
-        "classes": classes,
-        "n_train": data.get("n_train"),
-        "n_valid": data.get("n_valid"),
-        "n_test": data.get("n_test"),
-        "n": metrics.get("n", data.get("n_test")),
+        "corpus": str(record.corpus),
+        "split_id": str(record.split_id),
+        "split_strategy": str(record.split_strategy),
+        "speaker_independent": bool(record.speaker_independent),
+        "protocol": str(record.protocol),
+        "label_scheme": str(record.label_scheme),
+        "fold": int(record.fold),
+        "features": str(record.features),
+        "feature_key": str(record.feature_key),
+        "model": str(record.model),
+        "model_params": json.dumps(record.model_params, sort_keys=True, default=str),
+        "seed": record.seed,
+        "classes": tuple(str(c) for c in record.classes),
+        "n_train": record.n_train,
+        "n_valid": record.n_valid,
+        "n_test": record.n_test,
+        "n": metrics.get("n", record.n_test),
         "wa": float(metrics["wa"]),
         "ua": float(metrics["ua"]),
         "macro_f1": float(metrics["macro_f1"]),
-        "fit_seconds": float(data.get("fit_seconds", math.nan)),
-        "predict_seconds": float(data.get("predict_seconds", math.nan)),
-        "device": data.get("device"),
-        "tuned": bool(data.get("tuned", False)),
+        "fit_seconds": float(record.fit_seconds),
+        "predict_seconds": float(record.predict_seconds),
+        "device": record.device,
+        "tuned": bool(record.tuned),
         "confusion": metrics.get("confusion"),
-        "split_dir": str(split_dir),
+        "split_dir": str(ResultsLayout.split_dir_of(path)),
         "json_path": str(path),
-        "predictions_path": str(path.with_name(f"fold-{fold}.predictions.parquet")),
+        "predictions_path": str(ResultsLayout.predictions_of(path)),
     }
     for c, r in (metrics.get("per_class_recall") or {}).items():
         row[f"{RECALL_PREFIX}{c}"] = math.nan if r is None else float(r)
@@ -346,12 +305,9 @@ def collect_results(
     root = Path(results_dir)
     if not root.is_dir():
         raise ResultsError(f"{root}: results folder not found")
-    pattern = _UNIT_GLOB if (root / "runs").is_dir() else f"*/*/{_UNIT_GLOB}"
-    paths = sorted(p for p in root.glob(pattern) if _FOLD_RE.match(p.name))
-    rows = [_read_unit(p) for p in paths]
-    units = pd.DataFrame(rows)
+    units = pd.DataFrame([_unit_row(read_unit(p), p) for p in ResultsLayout(root).unit_files()])
     if units.empty:
-        log.warning("%s: no unit results (%s)", root, pattern)
+        log.warning("%s: no unit results", root)
         units = pd.DataFrame(columns=["corpus", "split_id", "features", "model", "fold", "split_dir"])
     if corpus is not None:
         units = units[units["corpus"] == corpus]
@@ -366,7 +322,7 @@ def _split_folds(split_dir: Path) -> set[int] | None:
 
     ``None`` when the file is absent or unreadable (the caller then uses the folds seen in the results).
     """
-    path = split_dir / "split.json"
+    path = ResultsLayout.split_file(split_dir)
     if not path.is_file():
         return None
     try:
@@ -386,6 +342,170 @@ def _single(values: pd.Series, name: str, where: str) -> Any:
         raise ResultsError(f"{where}: units disagree on {name}: {sorted(map(str, uniq))}")
     value = uniq[0]
     return value.item() if isinstance(value, np.generic) else value
+
+
+@dataclass(frozen=True)
+class _SplitFacts:
+    """What every entry of one split shares: its identity, protocol and the folds and classes it should have."""
+
+    corpus: str
+    split_id: str
+    where: str  # names the split in error messages
+    protocol: str
+    label_scheme: str
+    speaker_independent: bool
+    expected_folds: frozenset[int]
+    classes: tuple[str, ...]
+
+
+def _split_facts(results: ResultSet) -> _SplitFacts:
+    """Check that ``results`` holds one split whose units agree, and state the facts its entries share.
+
+    The expected folds come from ``split.json``, else from every fold seen for any entry; the classes are those
+    of the units, in first-seen order.
+    """
+    units = results.units
+    if units.empty:
+        raise ResultsError(f"{results.root}: no results to rank")
+    splits = results.splits()
+    if len(splits) > 1:
+        raise ParameterError(
+            f"build_leaderboard ranks one split; {results.root} holds {len(splits)}: "
+            + ", ".join(f"{c}/{s}" for c, s in splits)
+            + " (use ResultSet.select(corpus=..., split_id=...))"
+        )
+    corpus, split_id = splits[0]
+    where = f"{results.root} ({corpus}/{split_id})"
+    classes: list[str] = []
+    for cls in units["classes"]:
+        classes.extend(c for c in cls if c not in classes)
+    return _SplitFacts(
+        corpus=corpus,
+        split_id=split_id,
+        where=where,
+        protocol=_single(units["protocol"], "protocol", where),
+        label_scheme=_single(units["label_scheme"], "label_scheme", where),
+        speaker_independent=bool(_single(units["speaker_independent"], "speaker_independent", where)),
+        expected_folds=frozenset(_split_folds(Path(units["split_dir"].iloc[0])) or units["fold"].astype(int)),
+        classes=tuple(classes),
+    )
+
+
+def _fold_summary(entry: tuple[str, str], units: pd.DataFrame, split: _SplitFacts) -> dict[str, Any]:
+    """The columns of one entry that come from its per-fold records: fold means and sample stds, mean fit
+    time, seed(s), feature key(s), fold count and completeness."""
+    agg = aggregate_folds(units[["wa", "ua", "macro_f1"]].to_dict("records"))
+    seeds = sorted({str(s) for s in units["seed"]})
+    folds = set(units["fold"].astype(int))
+    return {
+        "features": entry[0],
+        "model": entry[1],
+        "folds": len(folds),
+        **{f"{m}_{s}": agg[f"{m}_{s}"] for m in ("wa", "ua", "macro_f1") for s in ("mean", "std")},
+        "fit_seconds": float(units["fit_seconds"].mean()),
+        "protocol": split.protocol,
+        "split_id": split.split_id,
+        "label_scheme": split.label_scheme,
+        "corpus": split.corpus,
+        "seed": int(seeds[0]) if len(seeds) == 1 and seeds[0].lstrip("-").isdigit() else ";".join(seeds),
+        "complete": folds >= split.expected_folds,
+        "feature_key": ";".join(sorted(set(units["feature_key"].astype(str)))),
+    }
+
+
+def _pooled_summary(
+    preds: pd.DataFrame, split: _SplitFacts, *, n_boot: int, alpha: float, seed: int
+) -> dict[str, Any]:
+    """The columns of one entry that come from its test predictions pooled over folds: UA, its bootstrap
+    interval (resampling speakers on a speaker-independent split, clips otherwise), the test count and
+    ``recall__<class>`` (the split's classes first, then any other label seen, sorted)."""
+    y_true, y_pred = preds["y_true"].to_numpy(), preds["y_pred"].to_numpy()
+    groups = preds["speaker"].to_numpy() if split.speaker_independent else None
+    low, high = bootstrap_ua_ci(y_true, y_pred, groups, n_boot=n_boot, alpha=alpha, seed=seed)
+    labels = list(split.classes) + sorted((set(y_true) | set(y_pred)) - set(split.classes))
+    recall = per_class_recall(y_true, y_pred, labels)
+    return {
+        "ua_ci_low": low,
+        "ua_ci_high": high,
+        "ua_pooled": unweighted_accuracy(y_true, y_pred),
+        "n_test": len(preds),
+        **{f"{RECALL_PREFIX}{c}": recall[c] for c in labels},
+    }
+
+
+def _ranked(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """The board of the entry rows: sorted by ``ua_mean`` (descending; ties by features, then model), ranked,
+    with empty p-value columns and the documented column order."""
+    board = pd.DataFrame(rows).assign(p_vs_best=math.nan, p_vs_best_holm=math.nan)
+    board = board.sort_values(
+        ["ua_mean", "features", "model"], ascending=[False, True, True], na_position="last", kind="mergesort"
+    ).reset_index(drop=True)
+    board.insert(0, "rank", np.arange(1, len(board) + 1))
+    recall_cols = [c for c in board.columns if c.startswith(RECALL_PREFIX)]
+    return board[[*BOARD_COLUMNS, *EXTRA_COLUMNS, *recall_cols]]
+
+
+def _best_index(board: pd.DataFrame) -> int:
+    """Row of the best entry: the highest-ranked complete one (the first row when none is complete)."""
+    complete_idx = np.flatnonzero(board["complete"].to_numpy())
+    return int(complete_idx[0]) if complete_idx.size else 0
+
+
+def _paired_p(
+    best: pd.DataFrame, other: pd.DataFrame, names: tuple[str, str], split: _SplitFacts, *, seed: int
+) -> float | None:
+    """p-value of the paired test of one entry against the best on the utterances both predicted.
+
+    ``names`` are the best's and the other entry's names (for messages). ``None`` when they share no utterance.
+
+    Raises
+    ------
+    ResultsError
+        The two entries disagree on the true label of an utterance.
+    """
+    both = best.merge(other, on="utt_id", suffixes=("_best", "_other"), validate="one_to_one")
+    if both.empty:
+        log.warning("%s shares no utterance with the best entry %s; no p-value", names[1], names[0])
+        return None
+    bad = both["y_true_best"] != both["y_true_other"]
+    if bad.any():
+        raise ResultsError(
+            f"{split.where}: {names[0]} and {names[1]} disagree on the true label of {int(bad.sum())} "
+            f"utterance(s), e.g. {both['utt_id'][bad].iloc[0]!r}"
+        )
+    return paired_test(
+        both["y_true_best"].to_numpy(),
+        both["y_pred_best"].to_numpy(),
+        both["y_pred_other"].to_numpy(),
+        both["speaker_best"].to_numpy() if split.speaker_independent else None,
+        seed=seed,
+    )
+
+
+def _fill_p_vs_best(
+    board: pd.DataFrame,
+    pooled: dict[tuple[str, str], pd.DataFrame],
+    best_i: int,
+    split: _SplitFacts,
+    *,
+    seed: int,
+) -> None:
+    """Set ``p_vs_best`` (paired test of each entry against row ``best_i``) and ``p_vs_best_holm`` (the same,
+    Holm-corrected over the entries that got a p-value) in place; the best row keeps empty values."""
+    entries = list(zip(board["features"], board["model"], strict=True))
+    best = entries[best_i]
+    raw: dict[int, float] = {}
+    for i, entry in enumerate(entries):
+        if i == best_i:
+            continue
+        names = (f"{best[0]}/{best[1]}", f"{entry[0]}/{entry[1]}")
+        p = _paired_p(pooled[best], pooled[entry], names, split, seed=seed)
+        if p is not None:
+            raw[i] = p
+    if raw:
+        keys = sorted(raw)
+        board.loc[keys, "p_vs_best"] = [raw[k] for k in keys]
+        board.loc[keys, "p_vs_best_holm"] = correct_pvalues([raw[k] for k in keys], method="holm")
 
 
 def build_leaderboard(
@@ -418,117 +538,33 @@ def build_leaderboard(
     ParameterError
         ``results`` holds several splits.
     """
-    units = results.units
-    if units.empty:
-        raise ResultsError(f"{results.root}: no results to rank")
-    splits = results.splits()
-    if len(splits) > 1:
-        raise ParameterError(
-            f"build_leaderboard ranks one split; {results.root} holds {len(splits)}: "
-            + ", ".join(f"{c}/{s}" for c, s in splits)
-            + " (use ResultSet.select(corpus=..., split_id=...))"
-        )
-    corpus, split_id = splits[0]
-    where = f"{results.root} ({corpus}/{split_id})"
-    protocol = _single(units["protocol"], "protocol", where)
-    label_scheme = _single(units["label_scheme"], "label_scheme", where)
-    speaker_independent = bool(_single(units["speaker_independent"], "speaker_independent", where))
-    expected = _split_folds(Path(units["split_dir"].iloc[0])) or set(units["fold"].astype(int))
-    classes: list[str] = []
-    for cls in units["classes"]:
-        classes.extend(c for c in cls if c not in classes)
-
-    rows: list[dict[str, Any]] = []
-    pooled: dict[tuple[str, str], pd.DataFrame] = {}
-    for (feat, model), g in units.groupby(["features", "model"], sort=True):
-        preds = results.predictions(feat, model, corpus=corpus, split_id=split_id)
-        pooled[(feat, model)] = preds
-        y_true, y_pred = preds["y_true"].to_numpy(), preds["y_pred"].to_numpy()
-        groups = preds["speaker"].to_numpy() if speaker_independent else None
-        low, high = bootstrap_ua_ci(y_true, y_pred, groups, n_boot=n_boot, alpha=alpha, seed=seed)
-        agg = aggregate_folds(g[["wa", "ua", "macro_f1"]].to_dict("records"))
-        seeds = sorted({str(s) for s in g["seed"]})
-        labels = list(classes) + sorted((set(y_true) | set(y_pred)) - set(classes))
-        recall = per_class_recall(y_true, y_pred, labels)
-        folds = set(g["fold"].astype(int))
-        row = {
-            "features": feat,
-            "model": model,
-            "folds": len(folds),
-            "wa_mean": agg["wa_mean"],
-            "wa_std": agg["wa_std"],
-            "ua_mean": agg["ua_mean"],
-            "ua_std": agg["ua_std"],
-            "ua_ci_low": low,
-            "ua_ci_high": high,
-            "macro_f1_mean": agg["macro_f1_mean"],
-            "fit_seconds": float(g["fit_seconds"].mean()),
-            "p_vs_best": math.nan,
-            "p_vs_best_holm": math.nan,
-            "protocol": protocol,
-            "split_id": split_id,
-            "label_scheme": label_scheme,
-            "corpus": corpus,
-            "seed": int(seeds[0]) if len(seeds) == 1 and seeds[0].lstrip("-").isdigit() else ";".join(seeds),
-            "complete": folds >= expected,
-            "ua_pooled": unweighted_accuracy(y_true, y_pred),
-            "macro_f1_std": agg["macro_f1_std"],
-            "n_test": len(preds),
-            "feature_key": ";".join(sorted(set(g["feature_key"].astype(str)))),
+    split = _split_facts(results)
+    groups = {entry: units for entry, units in results.units.groupby(["features", "model"], sort=True)}
+    pooled = {
+        (feat, model): results.predictions(feat, model, corpus=split.corpus, split_id=split.split_id)
+        for feat, model in groups
+    }
+    rows = [
+        {
+            **_fold_summary(entry, units, split),
+            **_pooled_summary(pooled[entry], split, n_boot=n_boot, alpha=alpha, seed=seed),
         }
-        row.update({f"{RECALL_PREFIX}{c}": recall[c] for c in labels})
-        rows.append(row)
-
-    board = pd.DataFrame(rows)
-    board = board.sort_values(
-        ["ua_mean", "features", "model"], ascending=[False, True, True], na_position="last", kind="mergesort"
-    ).reset_index(drop=True)
-    board.insert(0, "rank", np.arange(1, len(board) + 1))
-    recall_cols = [c for c in board.columns if c.startswith(RECALL_PREFIX)]
-    board = board[[*BOARD_COLUMNS, *EXTRA_COLUMNS, *recall_cols]]
-
-    complete_idx = np.flatnonzero(board["complete"].to_numpy())
-    best_i = int(complete_idx[0]) if complete_idx.size else 0
-    best_key = (board.at[best_i, "features"], board.at[best_i, "model"])
-    best = pooled[best_key]
-    raw: dict[int, float] = {}
-    for i, row in board.iterrows():
-        if i == best_i:
-            continue
-        other = pooled[(row["features"], row["model"])]
-        both = best.merge(other, on="utt_id", suffixes=("_best", "_other"), validate="one_to_one")
-        if both.empty:
-            log.warning("%s / %s shares no utterance with the best entry; no p-value", *best_key)
-            continue
-        bad = both["y_true_best"] != both["y_true_other"]
-        if bad.any():
-            raise ResultsError(
-                f"{where}: {best_key[0]}/{best_key[1]} and {row['features']}/{row['model']} disagree on the "
-                f"true label of {int(bad.sum())} utterance(s), e.g. {both['utt_id'][bad].iloc[0]!r}"
-            )
-        groups = both["speaker_best"].to_numpy() if speaker_independent else None
-        raw[int(i)] = paired_test(
-            both["y_true_best"].to_numpy(),
-            both["y_pred_best"].to_numpy(),
-            both["y_pred_other"].to_numpy(),
-            groups,
-            seed=seed,
-        )
-    if raw:
-        keys = sorted(raw)
-        board.loc[keys, "p_vs_best"] = [raw[k] for k in keys]
-        board.loc[keys, "p_vs_best_holm"] = correct_pvalues([raw[k] for k in keys], method="holm")
+        for entry, units in groups.items()
+    ]
+    board = _ranked(rows)
+    best_i = _best_index(board)
+    _fill_p_vs_best(board, pooled, best_i, split, seed=seed)
     board.attrs.update(
-        corpus=corpus,
-        split_id=split_id,
-        protocol=protocol,
-        label_scheme=label_scheme,
-        speaker_independent=speaker_independent,
-        n_folds=len(expected),
+        corpus=split.corpus,
+        split_id=split.split_id,
+        protocol=split.protocol,
+        label_scheme=split.label_scheme,
+        speaker_independent=split.speaker_independent,
+        n_folds=len(split.expected_folds),
         n_boot=n_boot,
         alpha=alpha,
         seed=seed,
-        best=f"{best_key[0]} / {best_key[1]}",
+        best=f"{board.at[best_i, 'features']} / {board.at[best_i, 'model']}",
     )
     return board
 
@@ -928,6 +964,68 @@ def _table(
     }
 
 
+def _write_plots(
+    board: pd.DataFrame, results: ResultSet, out: Path, meta: dict[str, Any]
+) -> tuple[dict[str, Path], list[tuple[str, bytes]]]:
+    """Draw ``ua_ci.png``, ``layerwise.png`` (single-layer views only; a stale one is removed) and
+    ``confusion/<features>__<model>.png`` into ``out``.
+
+    Returns
+    -------
+    tuple
+        The files written (keyed as in :func:`write_leaderboard`) and ``(caption, png)`` per image, for the
+        HTML page.
+    """
+    written: dict[str, Path] = {}
+    images: list[tuple[str, bytes]] = []
+
+    def put(key: str, path: Path, caption: str, png: bytes) -> None:
+        path.write_bytes(png)
+        written[key] = path
+        images.append((caption, png))
+
+    put("ua_ci", out / "ua_ci.png", "UA with confidence interval per entry", plot_ua_ci(board))
+    layers = layerwise(board)
+    if not layers.empty:
+        png = plot_layerwise(layers, title=f"{meta['corpus']} / {meta['split_id']}")
+        put("layerwise", out / "layerwise.png", "UA per encoder layer", png)
+    else:  # a plot left by an earlier render must not stand beside a board it does not describe
+        (out / "layerwise.png").unlink(missing_ok=True)
+    classes = [c[len(RECALL_PREFIX) :] for c in board.columns if c.startswith(RECALL_PREFIX)]
+    (out / "confusion").mkdir(exist_ok=True)
+    for r in board.itertuples(index=False):
+        preds = results.predictions(r.features, r.model, corpus=meta["corpus"], split_id=meta["split_id"])
+        name = _confusion_name(r.features, r.model)
+        png = plot_confusion(
+            preds["y_true"], preds["y_pred"], classes, title=f"{r.features} / {r.model} (row-normalised)"
+        )
+        put(
+            f"confusion/{name}",
+            out / "confusion" / f"{name}.png",
+            f"Confusion: {r.features} / {r.model}",
+            png,
+        )
+    return written, images
+
+
+def _leaderboard_html(
+    board: pd.DataFrame, meta: dict[str, Any], title: str, images: list[tuple[str, bytes]]
+) -> str:
+    """The self-contained HTML page of a board (tables, embedded images, notes)."""
+    row_cls = ["" if c else "incomplete" for c in board["complete"]]
+    return _render_html(
+        title=title,
+        header_line=_header_line(meta),
+        banner=_banner() if _is_synthetic(meta["corpus"]) else "",
+        tables=[
+            _table("", _board_display(board), row_cls),
+            _table("Per-class recall (pooled over folds)", _recall_display(board), row_cls),
+        ],
+        images=images,
+        notes=_notes(meta),
+    )
+
+
 def write_leaderboard(
     board: pd.DataFrame, results: ResultSet, out_dir: str | Path, *, title: str = "", plots: bool = True
 ) -> dict[str, Path]:
@@ -956,57 +1054,15 @@ def write_leaderboard(
     out.mkdir(parents=True, exist_ok=True)
     meta = _meta(board)
     title = title or f"Leaderboard: {meta['corpus']} / {meta['split_id']}"
-    written: dict[str, Path] = {}
-
-    csv_path = out / "leaderboard.csv"
-    csv_path.write_bytes(_csv_text(board).encode("utf-8"))
-    written["csv"] = csv_path
-    md_path = out / "leaderboard.md"
-    md_path.write_text(leaderboard_markdown(board, title=title), encoding="utf-8")
-    written["md"] = md_path
-
+    written = {"csv": out / "leaderboard.csv", "md": out / "leaderboard.md"}
+    written["csv"].write_bytes(_csv_text(board).encode("utf-8"))
+    written["md"].write_text(leaderboard_markdown(board, title=title), encoding="utf-8")
     images: list[tuple[str, bytes]] = []
     if plots:
-        png = plot_ua_ci(board)
-        (out / "ua_ci.png").write_bytes(png)
-        written["ua_ci"] = out / "ua_ci.png"
-        images.append(("UA with confidence interval per entry", png))
-        layers = layerwise(board)
-        if not layers.empty:
-            png = plot_layerwise(layers, title=f"{meta['corpus']} / {meta['split_id']}")
-            (out / "layerwise.png").write_bytes(png)
-            written["layerwise"] = out / "layerwise.png"
-            images.append(("UA per encoder layer", png))
-        else:  # a plot left by an earlier render must not stand beside a board it does not describe
-            (out / "layerwise.png").unlink(missing_ok=True)
-        classes = [c[len(RECALL_PREFIX) :] for c in board.columns if c.startswith(RECALL_PREFIX)]
-        (out / "confusion").mkdir(exist_ok=True)
-        for r in board.itertuples(index=False):
-            preds = results.predictions(r.features, r.model, corpus=meta["corpus"], split_id=meta["split_id"])
-            name = _confusion_name(r.features, r.model)
-            png = plot_confusion(
-                preds["y_true"], preds["y_pred"], classes, title=f"{r.features} / {r.model} (row-normalised)"
-            )
-            path = out / "confusion" / f"{name}.png"
-            path.write_bytes(png)
-            written[f"confusion/{name}"] = path
-            images.append((f"Confusion: {r.features} / {r.model}", png))
-
-    row_cls = ["" if c else "incomplete" for c in board["complete"]]
-    html = _render_html(
-        title=title,
-        header_line=_header_line(meta),
-        banner=_banner() if _is_synthetic(meta["corpus"]) else "",
-        tables=[
-            _table("", _board_display(board), row_cls),
-            _table("Per-class recall (pooled over folds)", _recall_display(board), row_cls),
-        ],
-        images=images,
-        notes=_notes(meta),
-    )
-    html_path = out / "leaderboard.html"
-    html_path.write_text(html, encoding="utf-8")
-    written["html"] = html_path
+        plot_files, images = _write_plots(board, results, out, meta)
+        written.update(plot_files)
+    written["html"] = out / "leaderboard.html"
+    written["html"].write_text(_leaderboard_html(board, meta, title, images), encoding="utf-8")
     log.info("leaderboard of %s/%s written to %s", meta["corpus"], meta["split_id"], out)
     return written
 

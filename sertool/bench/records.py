@@ -102,6 +102,11 @@ class ResultsLayout:
         fold = _FOLD_RE.match(record_path.name).group(1)  # type: ignore[union-attr]
         return record_path.with_name(f"fold-{fold}.predictions.parquet")
 
+    @staticmethod
+    def split_dir_of(record_path: Path) -> Path:
+        """The split folder a unit record lies in (``<split-dir>/runs/<view>/<model>/fold-<k>.json``)."""
+        return Path(record_path).parents[3]
+
 
 @dataclass
 class UnitRecord:
