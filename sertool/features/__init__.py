@@ -1,6 +1,7 @@
 """Feature extractors (handcrafted94, mfcc40, whisper-*, ...) and the parquet feature cache.
 
-Importing this package registers every built-in extractor.
+Importing this package registers every built-in extractor; installed plugins (entry-point group
+``sertool.extractors``, :mod:`sertool.plugins`) are found by :func:`get_extractor` when first asked for.
 """
 
 from importlib import import_module
@@ -9,6 +10,9 @@ from sertool.features.base import (
     EXTRACTORS,
     Extractor,
     FeatureView,
+    ProtocolExtractor,
+    as_extractor,
+    available_extractors,
     configured_extractor,
     get_extractor,
     parse_view,
@@ -26,6 +30,9 @@ __all__ = [
     "EXTRACTORS",
     "Extractor",
     "FeatureView",
+    "ProtocolExtractor",
+    "as_extractor",
+    "available_extractors",
     "configured_extractor",
     "get_extractor",
     "parse_view",

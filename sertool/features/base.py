@@ -13,6 +13,14 @@ only when, the output would.
 Views: a model reads a named *view* of a cached extractor, ``"<extractor>[@<layers>]"``, e.g.
 ``whisper-base@3`` (layer 3), ``whisper-base@2-4`` (layers 2..4 concatenated), ``whisper-base@all``; a plain
 name uses the extractor's :attr:`Extractor.default_layers`.
+
+Plugins: an installed package adds extractors through the entry-point group ``sertool.extractors``
+(:mod:`sertool.plugins`); :func:`get_extractor` consults it for names no built-in claims, so a plugin name
+works in every command and view (``my-embed``, ``my-embed@all``). The entry point's value is a factory
+``factory(name, **params)`` returning an :class:`Extractor` (an :class:`Extractor` subclass is called as
+``cls(**params)``). An object that follows the protocol (``name``, ``version``, ``params()``, ``dim``,
+``extract``) without subclassing :class:`Extractor` is wrapped (:class:`ProtocolExtractor`) so that it gets
+the same cache key and identity as a built-in.
 """
 
 from __future__ import annotations
@@ -29,17 +37,27 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from sertool.exceptions import ParameterError
+from sertool import plugins
+from sertool.exceptions import ParameterError, SertoolError
 
 __all__ = [
     "EXTRACTORS",
+    "PLUGIN_GROUP",
     "Extractor",
     "FeatureView",
+    "ProtocolExtractor",
+    "as_extractor",
+    "available_extractors",
     "get_extractor",
     "params_hash",
     "parse_view",
     "register_extractor",
 ]
+
+#: The entry-point group of extractor plugins.
+PLUGIN_GROUP = "sertool.extractors"
+#: What an object needs to be usable as an extractor.
+PROTOCOL = ("name", "version", "params", "dim", "extract")
 
 
 def params_hash(params: dict[str, Any], n: int = 10) -> str:
@@ -164,23 +182,182 @@ def register_extractor(pattern: str) -> Callable[[Callable[..., Extractor]], Cal
     return deco
 
 
+def _match(name: str, factories: dict[str, Any]) -> str | None:
+    """The key of ``name`` in ``factories``: the name itself, else a ``prefix-*`` pattern it matches."""
+    if name in factories:
+        return name
+    return next((p for p in factories if p.endswith("-*") and name.startswith(p[:-1])), None)
+
+
+def _plugin_factories() -> dict[str, Any]:
+    """Extractor plugins whose names no built-in claims (the shadowed ones are warned about, once)."""
+    out: dict[str, Any] = {}
+    for name, factory in plugins.load_group(PLUGIN_GROUP).items():
+        if name in EXTRACTORS or (not name.endswith("-*") and _match(name, EXTRACTORS) is not None):
+            plugins.warn_shadowed(PLUGIN_GROUP, name)
+        else:
+            out[name] = factory
+    return out
+
+
+def available_extractors() -> list[str]:
+    """Names (and ``prefix-*`` patterns) of every extractor: the built-ins, then the installed plugins."""
+    import sertool.features  # noqa: F401  (registers the built-in extractors)
+
+    return sorted(EXTRACTORS) + sorted(_plugin_factories())
+
+
 def get_extractor(name: str, **params: Any) -> Extractor:
-    """Build an extractor by name (``"handcrafted94"``, ``"mfcc40"``, ``"whisper-base"``, ...).
+    """Build an extractor by name (``"handcrafted94"``, ``"mfcc40"``, ``"whisper-base"``, a plugin's name).
+
+    Built-in names win; names no built-in claims are looked up among the extractor plugins (entry-point
+    group ``sertool.extractors``).
 
     Raises
     ------
     ParameterError
-        Unknown name; the message lists the known ones.
+        Unknown name (the message lists the known ones, and says why a plugin of that name failed to load),
+        or a plugin whose factory fails or returns something that is not an extractor (named in the message).
     """
     import sertool.features  # noqa: F401  (registers the built-in extractors)
 
     base = parse_view(name).extractor
-    if base in EXTRACTORS:
-        return EXTRACTORS[base](base, **params)
-    for pattern, factory in EXTRACTORS.items():
-        if pattern.endswith("-*") and base.startswith(pattern[:-1]):
-            return factory(base, **params)
-    raise ParameterError(f"unknown feature extractor {name!r}; known: {', '.join(sorted(EXTRACTORS))}")
+    key = _match(base, EXTRACTORS)
+    if key is not None:
+        if base in plugins.declared_names(PLUGIN_GROUP):
+            plugins.warn_shadowed(PLUGIN_GROUP, base)
+        return EXTRACTORS[key](base, **params)
+    found = _plugin_factories()
+    key = _match(base, found)
+    if key is not None:
+        return _from_plugin(base, key, found[key], params)
+    broken = plugins.plugin_errors().get((PLUGIN_GROUP, base.lower()))
+    raise ParameterError(
+        f"unknown feature extractor {name!r}; known: {', '.join(available_extractors())}"
+        + (f"; the plugin {base.lower()!r} failed to load: {broken}" if broken else "")
+    )
+
+
+def _from_plugin(name: str, entry: str, factory: Any, params: dict[str, Any]) -> Extractor:
+    """Call a plugin's factory and check (or wrap) what it returns."""
+    who = f"extractor plugin {plugins.describe(PLUGIN_GROUP, entry)}"
+    try:
+        if isinstance(factory, type) and issubclass(factory, Extractor):
+            obj = factory(**params)
+        elif callable(factory):
+            obj = factory(name, **params)
+        else:
+            raise ParameterError(
+                f"{who}: the entry point is a {type(factory).__name__}, not a factory(name, **params)"
+            )
+    except SertoolError:
+        raise
+    except Exception as exc:  # the plugin's own bug or a wrong parameter: name the plugin
+        raise ParameterError(
+            f"{who} failed to build {name!r} with parameters {params}: {type(exc).__name__}: {exc}"
+        ) from exc
+    return as_extractor(obj, plugin=name, who=who)
+
+
+def as_extractor(obj: Any, *, plugin: str, who: str | None = None) -> Extractor:
+    """``obj`` as an :class:`Extractor`: itself if it is one, wrapped if it only follows the protocol.
+
+    Parameters
+    ----------
+    obj : object
+        What a plugin factory returned.
+    plugin : str
+        The extractor name it was built for; ``obj.name`` must equal it (the cache and views use the name).
+    who : str, optional
+        How error messages name the plugin.
+
+    Raises
+    ------
+    ParameterError
+        ``obj`` lacks a protocol attribute, or its name is not ``plugin``.
+    """
+    who = who or f"extractor plugin {plugin!r}"
+    if not isinstance(obj, Extractor):
+        missing = [a for a in PROTOCOL if not hasattr(obj, a)]
+        missing += [a for a in ("params", "extract") if a not in missing and not callable(getattr(obj, a))]
+        if missing:
+            raise ParameterError(
+                f"{who} returned a {type(obj).__name__} without {', '.join(missing)}: an extractor needs "
+                "name, version, params(), dim and extract(y) -> {'pooled': ...}; subclass "
+                "sertool.features.base.Extractor"
+            )
+        obj = ProtocolExtractor(obj)
+    if obj.name != plugin:
+        raise ParameterError(
+            f"{who} returned an extractor named {obj.name!r}, not {plugin!r}: the cache and feature views "
+            "are keyed by the name, so the factory must set it to the name it is called with"
+        )
+    params = obj.params()
+    if not isinstance(params, dict):
+        raise ParameterError(f"{who}: params() returned a {type(params).__name__}, not a dict")
+    return obj
+
+
+class ProtocolExtractor(Extractor):
+    """An object that follows the extractor protocol without subclassing :class:`Extractor`, made into one.
+
+    It gets :attr:`Extractor.key` and :meth:`Extractor.identity` from the wrapped object's ``name``,
+    ``version`` and ``params()``, so its features are cached like a built-in's. Optional attributes (``sr``,
+    ``n_layers``, ``default_layers``, ``frame_layers``, ``extract_batch``, ...) come from it when present.
+
+    Parameters
+    ----------
+    inner : object
+        Has ``name``, ``version``, ``params()``, ``dim`` and ``extract(y)``.
+    """
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        vars(self).update(name=str(inner.name), version=inner.version)
+        self.sr = int(getattr(inner, "sr", Extractor.sr))
+        self.n_layers = getattr(inner, "n_layers", None)
+        self.default_layers = getattr(inner, "default_layers", None)
+        # unknown code: processes (pickled) are the safe default; threads and forks only when it says so
+        self.parallel_processes = bool(getattr(inner, "parallel_processes", True))
+        self.thread_safe = bool(getattr(inner, "thread_safe", False))
+        self.fork_safe = bool(getattr(inner, "fork_safe", False))
+
+    def __getattr__(self, attr: str) -> Any:  # only for attributes not found the usual way
+        inner = self.__dict__.get("inner")
+        if inner is None or attr.startswith("__"):
+            raise AttributeError(attr)
+        return getattr(inner, attr)
+
+    def params(self) -> dict[str, Any]:
+        """The wrapped object's ``params()``."""
+        return self.inner.params()
+
+    @property
+    def dim(self) -> int:
+        """The wrapped object's ``dim``."""
+        return int(self.inner.dim)
+
+    def extract(self, y: np.ndarray) -> dict[str, np.ndarray]:
+        """The wrapped object's ``extract(y)``."""
+        return self.inner.extract(y)
+
+    def extract_batch(self, signals: Sequence[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """The wrapped object's ``extract_batch`` when it has one, else :meth:`extract` per signal."""
+        batch = getattr(self.inner, "extract_batch", None)
+        return list(batch(signals)) if callable(batch) else [self.extract(y) for y in signals]
+
+    def outputs(self) -> tuple[str, ...]:
+        """The wrapped object's ``outputs()`` when it has one, else the default."""
+        outputs = getattr(self.inner, "outputs", None)
+        return tuple(outputs()) if callable(outputs) else super().outputs()
+
+    def warm_up(self) -> None:
+        """The wrapped object's ``warm_up()`` when it has one, else the default."""
+        warm = getattr(self.inner, "warm_up", None)
+        if callable(warm):
+            warm()
+        else:
+            super().warm_up()
 
 
 def configured_extractor(
@@ -201,16 +378,20 @@ def configured_extractor(
         ``"preprocess"`` (a list of steps, :mod:`sertool.features.transforms`) wraps the extractor so that
         every clip is preprocessed first; it is part of the cache key.
     device : {"auto", "cpu", "cuda"}
-        Device for ``whisper-*`` and ``ssl-*`` extractors.
+        Device for the built-in ``whisper-*``, ``ssl-*`` and ``text-*`` extractors (a plugin gets only
+        ``params``).
     cache : path, optional
         Feature-cache root: ``whisper-*`` keeps its converted weights there.
     """
+    import sertool.features  # noqa: F401  (registers the built-in extractors)
+
     base = parse_view(name).extractor
     kwargs = dict(params or {})
     preprocess = kwargs.pop("preprocess", None)
-    if base.startswith(("whisper-", "ssl-", "text-")):
+    builtin = _match(base, EXTRACTORS) is not None  # a plugin gets only the parameters the user gave it
+    if builtin and base.startswith(("whisper-", "ssl-", "text-")):
         kwargs.setdefault("device", device)
-    if base.startswith(("whisper-", "text-")) and cache is not None:
+    if builtin and base.startswith(("whisper-", "text-")) and cache is not None:
         kwargs.setdefault("cache", Path(cache))
     extractor = get_extractor(base, **kwargs)
     if preprocess:

@@ -1,7 +1,8 @@
 """Models: a registry of scikit-learn classifiers (classic ones here, torch heads in :mod:`.neural`).
 
 Importing this package registers every built-in model: the classic ones always, the neural ones when torch
-is installed.
+is installed. Installed plugins (entry-point group ``sertool.models``, :mod:`sertool.plugins`) are seen by
+:func:`get_model`, :func:`list_models`, :func:`resolve_models` and :func:`available_models`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from sertool.models.registry import (
     MODELS,
     ModelSpec,
     accepts_sample_weight,
+    available_models,
     balanced_sample_weight,
     encode_labels,
     fit_estimator,
@@ -41,6 +43,7 @@ __all__ = [
     "GMMClassifier",
     "ModelSpec",
     "accepts_sample_weight",
+    "available_models",
     "balanced_sample_weight",
     "classic",
     "encode_labels",

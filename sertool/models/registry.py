@@ -20,6 +20,12 @@ Central conventions (so that every model is treated alike by the runner):
   must agree with it (the tests check this for every registered model).
 - Factories are called as ``factory(seed=seed, **overrides)`` and must return a new, unfitted estimator
   that survives :func:`sklearn.base.clone`.
+
+Plugins: an installed package adds models through the entry-point group ``sertool.models``
+(:mod:`sertool.plugins`). The entry point's value is a :class:`ModelSpec`, or a callable returning one or a
+list of them; the models are known by their specs' names and come after the built-ins in ``all`` and family
+selections. :data:`MODELS` holds only the built-ins (and what :func:`register_model` adds); the functions
+below (:func:`get_model`, :func:`list_models`, :func:`resolve_models`, :func:`make_estimator`) see both.
 """
 
 from __future__ import annotations
@@ -38,15 +44,18 @@ from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.validation import has_fit_parameter
 from threadpoolctl import threadpool_limits
 
+from sertool import plugins
 from sertool.exceptions import ParameterError
 
 __all__ = [
     "FAMILIES",
     "INPUT_KINDS",
     "MODELS",
+    "PLUGIN_GROUP",
     "UNAVAILABLE",
     "ModelSpec",
     "accepts_sample_weight",
+    "available_models",
     "balanced_sample_weight",
     "encode_labels",
     "fit_estimator",
@@ -139,6 +148,10 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {}
 #: Known models that cannot be built here (a missing optional dependency): name -> reason.
 UNAVAILABLE: dict[str, str] = {}
+#: The entry-point group of model plugins.
+PLUGIN_GROUP = "sertool.models"
+#: The plugin specs last built, with the loaded group they were built from (rebuilt when that changes).
+_PLUGIN_SPECS: tuple[dict[str, Any], dict[str, ModelSpec]] | None = None
 
 
 def register_model(spec: ModelSpec, *, replace: bool = False) -> ModelSpec:
@@ -175,14 +188,80 @@ def register_unavailable(name: str, reason: str) -> None:
 
 def _unknown(names: Sequence[str]) -> ParameterError:
     why = [f"{n!r} is unavailable: {UNAVAILABLE[n]}" for n in names if n in UNAVAILABLE]
+    errors = plugins.plugin_errors()
+    why += [
+        f"the plugin {n!r} failed to load: {errors[(PLUGIN_GROUP, n)]}"
+        for n in names
+        if (PLUGIN_GROUP, n) in errors
+    ]
     return ParameterError(
-        f"unknown model(s) {', '.join(map(repr, names))}; known: {', '.join(MODELS) or '(none)'} "
+        f"unknown model(s) {', '.join(map(repr, names))}; known: {', '.join(_models()) or '(none)'} "
         f"(or {', '.join(_GROUP_WORDS)})" + (f"; {'; '.join(why)}" if why else "")
     )
 
 
 def _load_builtins() -> None:
     import sertool.models  # noqa: F401  (importing the package registers the built-in models)
+
+
+def _specs_of(value: Any) -> list[ModelSpec]:
+    """The specs of a ``sertool.models`` entry point: a ModelSpec, a list, or a callable returning either."""
+    if not isinstance(value, ModelSpec) and callable(value):
+        value = value()
+    if isinstance(value, ModelSpec):
+        return [value]
+    if isinstance(value, list | tuple) and value and all(isinstance(v, ModelSpec) for v in value):
+        return list(value)
+    raise ParameterError(
+        f"expected a ModelSpec, a list of ModelSpecs or a callable returning one, got {type(value).__name__}"
+    )
+
+
+def _plugin_models() -> dict[str, ModelSpec]:
+    """The model plugins' specs by name, minus names a built-in has (warned about, once)."""
+    global _PLUGIN_SPECS
+    found = plugins.load_group(PLUGIN_GROUP)
+    if _PLUGIN_SPECS is not None and _PLUGIN_SPECS[0] is found:
+        specs = _PLUGIN_SPECS[1]
+    else:
+        specs = {}
+        for entry, value in found.items():
+            try:
+                got = _specs_of(value)
+            except Exception as exc:  # a broken plugin must not break the built-ins
+                plugins.record_error(PLUGIN_GROUP, entry, exc)
+                continue
+            if len(got) == 1 and got[0].name != entry:
+                log.warning(
+                    "model plugin %s registers its model as %r",
+                    plugins.describe(PLUGIN_GROUP, entry),
+                    got[0].name,
+                )
+            for spec in got:
+                if spec.name in specs:
+                    log.warning("model %r is declared by two plugins; the first is used", spec.name)
+                    continue
+                specs[spec.name] = spec
+        _PLUGIN_SPECS = (found, specs)
+    out: dict[str, ModelSpec] = {}
+    for name, spec in specs.items():
+        if name in MODELS:
+            plugins.warn_shadowed(PLUGIN_GROUP, name)
+        else:
+            out[name] = spec
+    return out
+
+
+def _models() -> dict[str, ModelSpec]:
+    """Every usable model: the built-ins (registration order), then the plugins."""
+    _load_builtins()
+    extra = _plugin_models()
+    return {**MODELS, **extra} if extra else MODELS
+
+
+def available_models() -> dict[str, ModelSpec]:
+    """``{name: spec}`` of every model: the built-ins in registration order, then the installed plugins'."""
+    return dict(_models())
 
 
 def get_model(name: str) -> ModelSpec:
@@ -193,23 +272,22 @@ def get_model(name: str) -> ModelSpec:
     ParameterError
         If no model has that name; the message lists the known ones.
     """
-    _load_builtins()
     try:
-        return MODELS[name]
+        return _models()[name]
     except KeyError:
         raise _unknown([name]) from None
 
 
 def list_models(input: str | None = None, family: str | None = None) -> list[ModelSpec]:
     """Registered models, in registration order, optionally filtered by input kind and family."""
-    _load_builtins()
+    models = _models()
     if input is not None and input not in INPUT_KINDS:
         raise ParameterError(f"input must be one of {INPUT_KINDS}, got {input!r}")
     if family is not None and family not in FAMILIES:
         raise ParameterError(f"family must be one of {FAMILIES}, got {family!r}")
     return [
         s
-        for s in MODELS.values()
+        for s in models.values()
         if (input is None or s.input == input) and (family is None or s.family == family)
     ]
 
@@ -237,14 +315,14 @@ def resolve_models(spec: str | Iterable[str], *, input_kind: str | None = None) 
         Unknown names (the message lists the known ones), an empty selection, or a named model whose input
         kind does not fit ``input_kind``.
     """
-    _load_builtins()
+    models = _models()
     if input_kind is not None and input_kind not in INPUT_KINDS:
         raise ParameterError(f"input_kind must be one of {INPUT_KINDS}, got {input_kind!r}")
     tokens = spec.split(",") if isinstance(spec, str) else list(spec)
     tokens = [t.strip().lower() for t in tokens if t.strip()]
     if not tokens:
-        raise ParameterError(f"no model selected by {spec!r}; known: {', '.join(MODELS)}")
-    unknown = [t for t in tokens if t not in MODELS and t not in _GROUP_WORDS]
+        raise ParameterError(f"no model selected by {spec!r}; known: {', '.join(models)}")
+    unknown = [t for t in tokens if t not in models and t not in _GROUP_WORDS]
     if unknown:
         raise _unknown(unknown)
     out: dict[str, ModelSpec] = {}
@@ -254,7 +332,7 @@ def resolve_models(spec: str | Iterable[str], *, input_kind: str | None = None) 
             for s in list_models(input=input_kind, family=family):
                 out.setdefault(s.name, s)
             continue
-        s = MODELS[token]
+        s = models[token]
         if input_kind is not None and s.input != input_kind:
             raise ParameterError(
                 f"model {s.name!r} reads {s.input!r} features, but the features are {input_kind!r}"

@@ -1,6 +1,7 @@
 """Corpus adapters: one module per corpus, registered by name in :data:`ADAPTERS`.
 
-Importing this package registers every built-in adapter.
+Importing this package registers every built-in adapter; installed plugins (entry-point group
+``sertool.corpora``, :mod:`sertool.plugins`) are found by :func:`get_adapter` when first asked for.
 """
 
 from importlib import import_module
@@ -10,6 +11,7 @@ from sertool.data.corpora.base import (
     CorpusAdapter,
     SkippedFile,
     UtteranceRow,
+    available_corpora,
     get_adapter,
     register,
 )
@@ -21,4 +23,12 @@ for _mod in ("ravdess", "tess", "cremad", "savee", "emodb", "iemocap", "shemo", 
         if _exc.name != f"sertool.data.corpora.{_mod}":
             raise
 
-__all__ = ["ADAPTERS", "CorpusAdapter", "SkippedFile", "UtteranceRow", "get_adapter", "register"]
+__all__ = [
+    "ADAPTERS",
+    "CorpusAdapter",
+    "SkippedFile",
+    "UtteranceRow",
+    "available_corpora",
+    "get_adapter",
+    "register",
+]

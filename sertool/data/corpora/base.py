@@ -4,6 +4,11 @@ An adapter turns a corpus folder in its ORIGINAL layout into candidate rows (one
 parsed from names or label files). It never guesses: a file that matches no naming rule or carries an
 unknown code becomes a :class:`SkippedFile` with the reason. Reading audio headers and hashing is done once,
 centrally, by :func:`sertool.data.manifest.build_manifest`.
+
+Plugins: an installed package adds corpora through the entry-point group ``sertool.corpora``
+(:mod:`sertool.plugins`); :func:`get_adapter` consults it for names no built-in adapter has. The entry
+point's value is what :data:`ADAPTERS` stores for a built-in: a :class:`CorpusAdapter` subclass (or any
+factory ``factory(**kwargs) -> CorpusAdapter``); an adapter instance is accepted too.
 """
 
 from __future__ import annotations
@@ -14,14 +19,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from sertool import plugins
 from sertool.data.audio import is_audio_file
-from sertool.exceptions import CorpusError, ParameterError
+from sertool.exceptions import CorpusError, ParameterError, SertoolError
 
 __all__ = [
     "ADAPTERS",
+    "PLUGIN_GROUP",
     "CorpusAdapter",
     "SkippedFile",
     "UtteranceRow",
+    "available_corpora",
     "get_adapter",
     "iter_audio_files",
     "register",
@@ -118,6 +126,8 @@ class CorpusAdapter:
 
 
 ADAPTERS: dict[str, Callable[..., CorpusAdapter]] = {}
+#: The entry-point group of corpus plugins.
+PLUGIN_GROUP = "sertool.corpora"
 
 
 def register(cls: type[CorpusAdapter]) -> type[CorpusAdapter]:
@@ -128,21 +138,76 @@ def register(cls: type[CorpusAdapter]) -> type[CorpusAdapter]:
     return cls
 
 
+def _plugin_adapters() -> dict[str, Any]:
+    """Corpus plugins whose names no built-in adapter has (the shadowed ones are warned about, once)."""
+    out: dict[str, Any] = {}
+    for name, value in plugins.load_group(PLUGIN_GROUP).items():
+        if name in ADAPTERS:
+            plugins.warn_shadowed(PLUGIN_GROUP, name)
+        else:
+            out[name] = value
+    return out
+
+
+def available_corpora() -> list[str]:
+    """Names of every corpus adapter: the built-ins, then the installed plugins."""
+    from sertool.data import corpora  # noqa: F401  (registers the built-in adapters)
+
+    return sorted(ADAPTERS) + sorted(_plugin_adapters())
+
+
 def get_adapter(name: str, **kwargs: Any) -> CorpusAdapter:
-    """Instantiate a registered adapter.
+    """Instantiate a registered adapter (a built-in, else a ``sertool.corpora`` plugin of that name).
 
     Raises
     ------
     ParameterError
-        Unknown corpus name; the message lists the known ones.
+        Unknown corpus name (the message lists the known ones, and says why a plugin of that name failed to
+        load), or a plugin that fails to build or gives no :class:`CorpusAdapter` (named in the message).
     """
     from sertool.data import corpora  # noqa: F401  (registers the built-in adapters)
 
-    try:
-        factory = ADAPTERS[name.lower()]
-    except KeyError:
-        raise ParameterError(f"unknown corpus {name!r}; known: {', '.join(sorted(ADAPTERS))}") from None
-    return factory(**kwargs)
+    key = name.lower()
+    if key in ADAPTERS:
+        if key in plugins.declared_names(PLUGIN_GROUP):
+            plugins.warn_shadowed(PLUGIN_GROUP, key)
+        return ADAPTERS[key](**kwargs)
+    found = _plugin_adapters()
+    if key in found:
+        return _adapter_from_plugin(key, found[key], kwargs)
+    broken = plugins.plugin_errors().get((PLUGIN_GROUP, key))
+    raise ParameterError(
+        f"unknown corpus {name!r}; known: {', '.join(available_corpora())}"
+        + (f"; the plugin {key!r} failed to load: {broken}" if broken else "")
+    )
+
+
+def _adapter_from_plugin(name: str, value: Any, kwargs: dict[str, Any]) -> CorpusAdapter:
+    """Build (or take) a plugin's adapter and check it."""
+    who = f"corpus plugin {plugins.describe(PLUGIN_GROUP, name)}"
+    if isinstance(value, CorpusAdapter):
+        if kwargs:
+            raise ParameterError(f"{who} is an adapter instance and takes no arguments; got {sorted(kwargs)}")
+        adapter = value
+    elif callable(value):
+        try:
+            adapter = value(**kwargs)
+        except SertoolError:
+            raise
+        except Exception as exc:  # the plugin's own bug or a wrong argument: name the plugin
+            raise ParameterError(f"{who} failed to build: {type(exc).__name__}: {exc}") from exc
+    else:
+        raise ParameterError(f"{who}: the entry point is a {type(value).__name__}, not an adapter class")
+    if not isinstance(adapter, CorpusAdapter):
+        raise ParameterError(
+            f"{who} gave a {type(adapter).__name__}, not a sertool.data.corpora.base.CorpusAdapter subclass"
+        )
+    if adapter.name.lower() != name:
+        raise ParameterError(
+            f"{who} gave an adapter named {adapter.name!r}, not {name!r}: manifests, caches and speaker "
+            "ids carry the corpus name, so the adapter's name must be the entry point's"
+        )
+    return adapter
 
 
 def iter_audio_files(root: Path) -> Iterator[Path]:
