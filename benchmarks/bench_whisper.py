@@ -24,8 +24,9 @@ Measured (2026-11-22, whisper-base, RAVDESS, mean clip 3.6 s):
   OpenMP threads that wait for a preempted sibling burn CPU, so on a shared machine one thread is faster.
 - H100 (``--device cuda``, bf16 autocast), 288 clips, second pass: trimmed 812 clips/s, window8 827, padded30
   531; the CPU log-mel (about 1000 clips/s) is then the limit. Since then the log-mel runs on the GPU and
-  files are decoded in worker processes: 2,350 clips/s end to end from FLAC files (trimmed, 4 s clips);
-  see benchmarks/bench_whisper_gpu.py and benchmarks/results/whisper_gpu.md.
+  files are decoded in worker processes: 2,350 clips/s end to end from FLAC files (trimmed, 4 s clips) in
+  the since-removed ``extract_files`` pipeline; the ``sertool features`` path is still to be measured with
+  benchmarks/bench_whisper_gpu.py (see benchmarks/results/whisper_gpu.md).
 - Probe, all 1440 clips, UA % (mean of 3 fold permutations; fold spread about +-4): trimmed L3 72.7, L5 72.6,
   3-5 75.0, 2-6 75.3, all 75.5; window8 72.8, 73.7, 74.8, 75.7, 75.1; padded30 72.9, 73.3, 74.7, 75.8, 75.2.
   Trimmed is within 0.5 UA of padded30 on the 3-5 and all-layer views at ~10x the speed.

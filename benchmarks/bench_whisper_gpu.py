@@ -7,17 +7,23 @@ Subcommands:
     envelope and noise; seeded), checks on the device that the batched GPU log-mel equals the per-clip CPU
     reference, then times per mode and batch size:
 
-    - *encoder only*: encoder + layer pooling on log-mel batches already on the GPU;
-    - *end to end*: :meth:`WhisperExtractor.extract_files` from paths to per-clip outputs (decoding in a
-      thread pool, GPU log-mel, encoder, pooled + the default frames output copied back), after a warm-up
-      pass over the first 512 files. The files were just written, so they are read from the page cache; one
-      run after dropping the page cache (when allowed) says what the disk adds.
-    - for the same-run ratio: the former path (per-clip numpy log-mel on the CPU) and, to separate decoding,
-      ``extract_batch`` on clips decoded beforehand.
+    - *encoder only*: encoder + layer pooling on log-mel batches already on the GPU (the extractor's batch
+      API: :meth:`WhisperExtractor.encode`);
+    - *end to end*: :func:`sertool.features.extract.extract_features` on a manifest of the files into a fresh
+      :class:`~sertool.features.store.FeatureStore`, the path ``sertool features`` runs: decoding (in
+      ``decode_workers`` processes on CUDA), GPU log-mel, encoder, pooled + the default frames output copied
+      back, shards written to the cache. Each timed run gets an empty cache folder (deleted afterwards); a
+      warm-up run over the first ``--warmup`` files pays kernels and allocator first. The files were just
+      written, so they are read from the page cache; with ``--drop-page-cache`` (root), one run after
+      dropping it says what the disk adds.
+    - for the same-run ratio (unless ``--no-references``): ``extract_batch`` on clips decoded beforehand (no
+      decoding, no cache), no frames output, ``--decode-processes`` decoding processes, one decoding thread
+      instead of processes, and the former per-clip numpy log-mel on the CPU.
 
 ``features``
-    Pooled all-layer features (float16) of every audio file under ``--root`` in each ``--modes``, saved as
-    ``<out>_<mode>.npz`` (``pooled`` (n, n_layers, dim), ``rel_path`` (n,)).
+    Pooled all-layer features (float16) of every audio file under ``--root`` in each ``--modes``, extracted
+    with ``extract_features`` into ``<out>_cache`` and saved as ``<out>_<mode>.npz`` (``pooled``
+    (n, n_layers, dim), ``rel_path`` (n,)).
 
 ``probe``
     Linear probes on saved TESS features (run on the CPU, here): StandardScaler + LogisticRegression
@@ -28,6 +34,8 @@ Subcommands:
 Usage (device commands as recorded in ``benchmarks/results/whisper_gpu.md`` and ``whisper_modes.md``)::
 
     python benchmarks/bench_whisper_gpu.py throughput --weights .gpu/weights --n 4096 --out gpu.json
+    python benchmarks/bench_whisper_gpu.py throughput --weights <folder> --device cpu --n 8 --modes trimmed \
+        --batch-sizes 4 --reps 1 --warmup 4 --no-references --out /tmp/smoke.json   # CPU smoke run
     python benchmarks/bench_whisper_gpu.py features --root /tmp/tess --weights .gpu/weights --out out/tess
     nice .venv/bin/python benchmarks/bench_whisper_gpu.py probe --features out/tess_*.npz --out res.json
 """
@@ -38,18 +46,24 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+import joblib
 import numpy as np
+import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from sertool.data.audio import load_audio  # noqa: E402
+from sertool.data.audio import audio_info, file_sha1, load_audio  # noqa: E402
+from sertool.features.extract import ExtractionReport, extract_features  # noqa: E402
+from sertool.features.store import FeatureStore  # noqa: E402
 from sertool.features.whisper import (  # noqa: E402
     WhisperExtractor,
     autocast_for,
@@ -175,17 +189,63 @@ def drop_page_cache() -> bool:
         return False
 
 
+def files_manifest(paths: Sequence[str | os.PathLike], root: Path | None = None) -> pd.DataFrame:
+    """A manifest of audio files, as ``extract_features`` reads it: ``utt_id`` (the path relative to ``root``,
+    else the file name), ``path``, ``corpus`` (``"bench"``), ``sha1`` of the bytes and ``duration_s``."""
+    with ThreadPoolExecutor(8) as pool:
+        sha1s = list(pool.map(file_sha1, paths))
+        durations = [i.duration_s for i in pool.map(audio_info, paths)]
+    return pd.DataFrame(
+        {
+            "utt_id": [str(Path(p).relative_to(root)) if root else Path(p).name for p in paths],
+            "path": [str(p) for p in paths],
+            "corpus": "bench",
+            "sha1": sha1s,
+            "duration_s": durations,
+        }
+    )
+
+
+def run_extraction(
+    manifest: pd.DataFrame, ex: WhisperExtractor, cache: Path, jobs: int
+) -> tuple[float, ExtractionReport]:
+    """Wall seconds of one ``extract_features`` run into an empty cache folder (deleted afterwards), and its
+    report: the path ``sertool features`` runs, from the manifest's files to shards on disk."""
+    shutil.rmtree(cache, ignore_errors=True)
+    try:
+        sync()
+        t0 = time.perf_counter()
+        report = extract_features(manifest, ex, cache=FeatureStore(cache), jobs=jobs)
+        sync()
+        wall = time.perf_counter() - t0
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    if report.skipped or report.n_computed != len(manifest):
+        raise SystemExit(f"{len(report.skipped)} clips skipped, e.g. {report.skipped[:1]}")
+    return wall, report
+
+
+def end_to_end(manifest: pd.DataFrame, ex: WhisperExtractor, args: argparse.Namespace, jobs: int) -> float:
+    """Clips/s of ``extract_features`` over the whole manifest, after a warm-up run over its first files."""
+    run_extraction(manifest.iloc[: args.warmup], ex, args.dir / "cache-warmup", jobs)
+    wall, _ = run_extraction(manifest, ex, args.dir / "cache-timed", jobs)
+    return len(manifest) / wall
+
+
 def throughput(args: argparse.Namespace) -> dict:
     import torch
 
     t0 = time.perf_counter()
-    paths = write_clips(args.dir, args.n, args.threads)
-    res: dict = {
+    paths = write_clips(args.dir / "clips", args.n, args.threads)
+    manifest = files_manifest(paths)
+    jobs = args.jobs
+    res: dict[str, Any] = {
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "torch": torch.__version__,
+        "path": "sertool.features.extract.extract_features (as `sertool features`)",
         "n_clips": len(paths),
         "clip_s": 4.0,
-        "threads": args.threads,
+        "jobs": jobs,
         "write_s": time.perf_counter() - t0,
         "encoder_only": {},
         "end_to_end": {},
@@ -194,82 +254,86 @@ def throughput(args: argparse.Namespace) -> dict:
     modes = args.modes.split(",")
     sizes = [int(b) for b in args.batch_sizes.split(",")]
     clip = load_audio(paths[0])
+
+    def extractor(mode: str, bs: int, **kw: Any) -> WhisperExtractor:
+        return WhisperExtractor(
+            "base", weights=args.weights, mode=mode, batch_size=bs, device=args.device, **kw
+        )
+
     for mode in modes:
         for bs in sizes:
-            ex = WhisperExtractor("base", weights=args.weights, mode=mode, batch_size=bs, device=args.device)
+            ex = extractor(mode, bs)
             if mode == modes[0] and bs == sizes[0]:
                 res["parity"] = parity(paths, ex)
+                res["decode_workers"] = ex.decode_workers(jobs if jobs > 0 else joblib.cpu_count())
                 print(json.dumps(res["parity"]), flush=True)
             enc = encoder_only(ex, clip, bs, args.reps)
-            io = {"threads": args.threads, "processes": args.processes}
-            ex.extract_files(paths[:512], **io)  # warm-up: kernels, allocator, pinned buffers, workers
-            wall = timed(lambda ex=ex, io=io: ex.extract_files(paths, **io))
+            e2e = end_to_end(manifest, ex, args, jobs)
             res["encoder_only"][f"{mode}/b{bs}"] = enc
-            res["end_to_end"][f"{mode}/b{bs}"] = len(paths) / wall
+            res["end_to_end"][f"{mode}/b{bs}"] = e2e
             print(
-                f"{mode:<9} batch {bs:>4}: encoder only {enc:8.0f} clips/s, end to end {len(paths) / wall:7.0f} clips/s",
+                f"{mode:<9} batch {bs:>4}: encoder only {enc:8.0f} clips/s, end to end {e2e:7.0f} clips/s",
                 flush=True,
             )
-    if args.no_references:
-        return res
-    # same-run references, trimmed at the first batch size
-    ex = WhisperExtractor(
-        "base", weights=args.weights, mode="trimmed", batch_size=sizes[0], device=args.device
-    )
-    ex.extract_files(paths[:512], threads=args.threads)
-    extra = {}
-    decoded = [load_audio(p) for p in paths]
-    extra["trimmed_in_memory_extract_batch"] = len(paths) / timed(lambda: ex.extract_batch(decoded))
+    if not args.no_references:
+        res["references"] = references(manifest, extractor(modes[0], sizes[0]), args, extractor)
+    return res
+
+
+def references(
+    manifest: pd.DataFrame,
+    ex: WhisperExtractor,
+    args: argparse.Namespace,
+    extractor: Callable[..., WhisperExtractor],
+) -> dict[str, float]:
+    """Same-run variants of the first mode and batch size (clips/s), to see where end-to-end time goes."""
+    mode, bs, jobs = ex.mode, ex.batch_size or 0, args.jobs
+    extra: dict[str, float] = {}
+    decoded = [load_audio(p) for p in manifest["path"]]
+    ex.extract_batch(decoded[: args.warmup])
+    extra[f"{mode}_in_memory_extract_batch"] = len(decoded) / timed(lambda: ex.extract_batch(decoded))
     decoded.clear()
-    nf = WhisperExtractor(
-        "base", weights=args.weights, frame_layers=None, batch_size=sizes[0], device=args.device
+    extra[f"{mode}_no_frames_output"] = end_to_end(
+        manifest, extractor(mode, bs, frame_layers=None), args, jobs
     )
-    nf.extract_files(paths[:512], threads=args.threads)
-    extra["trimmed_no_frames_output"] = len(paths) / timed(
-        lambda: nf.extract_files(paths, threads=args.threads)
-    )
-    for procs in (8, 14):
-        ex.extract_files(paths[:512], processes=procs)  # start the worker processes
-        extra[f"trimmed_{procs}_processes"] = len(paths) / timed(
-            lambda p=procs: ex.extract_files(paths, processes=p)
-        )
-    for threads in (4, 8):
-        extra[f"trimmed_{threads}_threads"] = len(paths) / timed(
-            lambda t=threads: ex.extract_files(paths, threads=t)
-        )
+    for procs in [int(p) for p in args.decode_processes.split(",") if p] + [0]:
+        ex.decode_workers = lambda jobs, n=procs: n  # type: ignore[method-assign]  (0: one decoding thread)
+        label = f"{procs}_decode_processes" if procs else "one_decoding_thread"
+        extra[f"{mode}_{label}"] = end_to_end(manifest, ex, args, jobs)
+        del ex.decode_workers  # back to the class's choice
     ex._mel_on_cpu = True
-    extra["trimmed_cpu_log_mel_former_path"] = len(paths) / timed(
-        lambda: ex.extract_files(paths, threads=args.threads)
-    )
+    extra[f"{mode}_cpu_log_mel_former_path"] = end_to_end(manifest, ex, args, jobs)
     ex._mel_on_cpu = False
-    if drop_page_cache():
-        extra["trimmed_after_dropping_page_cache"] = len(paths) / timed(
-            lambda: ex.extract_files(paths, threads=args.threads)
-        )
-    res["references"] = extra
+    if args.drop_page_cache and drop_page_cache():
+        wall, _ = run_extraction(manifest, ex, args.dir / "cache-cold", jobs)
+        extra[f"{mode}_after_dropping_page_cache"] = len(manifest) / wall
     for k, v in extra.items():
         print(f"{k}: {v:.0f} clips/s", flush=True)
-    return res
+    return extra
 
 
 # -------------------------------------------------------------------------------------------- features
 def features(args: argparse.Namespace) -> dict:
     root = Path(args.root)
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in (".flac", ".wav"))
-    files.sort(key=lambda p: p.stat().st_size)  # ~ duration: tight batches
-    rel = np.array([str(p.relative_to(root)) for p in files])
+    manifest = files_manifest(files, root)
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    store = FeatureStore(f"{args.out}_cache")
     res: dict = {"n": len(files)}
     for mode in args.modes.split(","):
         ex = WhisperExtractor("base", weights=args.weights, mode=mode, frame_layers=None, device=args.device)
-        t0 = time.perf_counter()
-        outs, errors = ex.extract_files(files, threads=args.threads)
-        took = time.perf_counter() - t0
-        if errors:
-            raise SystemExit(f"{len(errors)} unreadable files, e.g. {errors[0]}")
-        pooled = np.stack([o["pooled"] for o in outs]).astype(np.float16)
-        np.savez(f"{args.out}_{mode}.npz", pooled=pooled, rel_path=rel)
-        res[mode] = {"seconds": took, "clips_per_s": len(files) / took, "shape": list(pooled.shape)}
+        report = extract_features(manifest, ex, cache=store, jobs=args.jobs)
+        if report.skipped:
+            raise SystemExit(f"{len(report.skipped)} unreadable files, e.g. {report.skipped[0]}")
+        X = store.load(manifest, f"{ex.name}@all", key=ex).X
+        pooled = X.reshape(len(manifest), ex.n_layers, ex.dim).astype(np.float16)
+        np.savez(f"{args.out}_{mode}.npz", pooled=pooled, rel_path=manifest["utt_id"].to_numpy(dtype=str))
+        res[mode] = {
+            "seconds": report.seconds,
+            "clips_per_s": report.clips_per_second,
+            "cached": report.n_cached,
+            "shape": list(pooled.shape),
+        }
         print(mode, res[mode], flush=True)
     return res
 
@@ -353,20 +417,34 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("throughput")
-    t.add_argument("--dir", type=Path, default=Path("/tmp/whisper_clips"))
+    t.add_argument("--dir", type=Path, default=Path("/tmp/whisper_clips"), help="clips and scratch caches")
     t.add_argument("--n", type=int, default=4096)
     t.add_argument("--modes", default="trimmed,window8,padded30")
     t.add_argument("--batch-sizes", default="128,256")
-    t.add_argument("--reps", type=int, default=20)
-    t.add_argument("--processes", type=int, default=0, help="decoding processes (0: threads)")
+    t.add_argument("--reps", type=int, default=20, help="encoder-only timing repetitions")
+    t.add_argument("--warmup", type=int, default=512, help="files of the warm-up run before each timing")
+    t.add_argument("--threads", type=int, default=16, help="threads writing the clips")
+    t.add_argument(
+        "--decode-processes", default="4,14", help="reference runs with these numbers of decoding processes"
+    )
     t.add_argument("--no-references", action="store_true", help="skip the same-run reference variants")
+    t.add_argument(
+        "--drop-page-cache",
+        action="store_true",
+        help="one more reference run after dropping the page cache (needs root; slows the whole machine)",
+    )
     f = sub.add_parser("features")
     f.add_argument("--root", type=Path, required=True)
     f.add_argument("--modes", default="trimmed,padded30")
     for p in (t, f):
         p.add_argument("--weights", default="base")
         p.add_argument("--device", default="auto")
-        p.add_argument("--threads", type=int, default=16)
+        p.add_argument(
+            "--jobs",
+            type=int,
+            default=-1,
+            help="extract_features jobs, as `sertool features --jobs` (-1: all cores)",
+        )
         p.add_argument("--out", type=Path, required=True)
     p = sub.add_parser("probe")
     p.add_argument("--features", nargs="+", required=True, help="<name>_<mode>.npz files from 'features'")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import platform
 import subprocess
 import sys
-from functools import lru_cache
+from collections.abc import Iterable
+from functools import cache, lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -31,14 +32,33 @@ _PACKAGES = (
 )
 
 
-def package_versions(names: tuple[str, ...] = _PACKAGES) -> dict[str, str]:
-    """Installed versions of ``names`` (absent packages left out)."""
+@cache
+def _dist_version(name: str) -> str | None:
+    """Installed version of a distribution (None if absent); a process's packages do not change under it."""
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def package_versions(names: Iterable[str] = _PACKAGES) -> dict[str, str]:
+    """Installed versions of the distributions ``names``, in that order (absent ones left out).
+
+    Parameters
+    ----------
+    names : iterable of str, optional
+        Distribution names; default the numeric stack every result records.
+
+    Returns
+    -------
+    dict
+        name -> version string.
+    """
     out: dict[str, str] = {}
     for name in names:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            continue
+        v = _dist_version(name)
+        if v is not None:
+            out[name] = v
     return out
 
 

@@ -8,6 +8,7 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import make_tiny_whisper, tone, write_audio
@@ -16,6 +17,8 @@ from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
 from sertool.exceptions import ParameterError
 from sertool.features import get_extractor
+from sertool.features.extract import extract_features
+from sertool.features.store import FeatureStore
 from sertool.features.whisper import (
     N_SAMPLES,
     WhisperExtractor,
@@ -126,26 +129,35 @@ def test_cpu_mel_path_equals_batch_mel_path(tiny_dir, signals, tmp_path) -> None
         np.testing.assert_allclose(a["pooled"], b["pooled"], atol=1e-5)
 
 
-def test_extract_files_decodes_in_threads_and_reports_bad_files(tiny_dir, signals, tmp_path) -> None:
+@pytest.mark.parametrize("decode_workers", [0, 2])
+def test_extract_features_runs_whisper_on_files_and_reports_bad_ones(
+    tiny_dir, signals, tmp_path, monkeypatch, decode_workers
+) -> None:
+    """The path ``sertool features`` runs (``extract_features``; decoding in worker processes as on CUDA, or
+    in a background thread) gives what ``extract_batch`` gives on the decoded clips, and skips a bad file."""
     paths = [write_audio(tmp_path / f"c{i}.flac", y) for i, y in enumerate(signals)]
     bad = tmp_path / "bad.flac"
     bad.write_bytes(b"not audio")
     files = [paths[2], bad, paths[0], paths[3], paths[1]]
+    manifest = pd.DataFrame(
+        {
+            "utt_id": [f"u{i}" for i in range(len(files))],
+            "path": [str(f) for f in files],
+            "corpus": "tiny",
+            "sha1": [f"s{i}" for i in range(len(files))],
+            "duration_s": [1.0] * len(files),
+        }
+    )
     ex = extractor(tiny_dir, tmp_path, batch_size=2)
-    outs, errors = ex.extract_files(files, threads=3, chunk=2)
-    assert [e[0] for e in errors] == [str(bad)] and "unreadable" in errors[0][1]
-    assert outs[1] is None
+    monkeypatch.setattr(WhisperExtractor, "decode_workers", lambda self, jobs: decode_workers)
+    report = extract_features(manifest, ex, cache=tmp_path / "cache", jobs=3, shard_size=2)
+    assert [p for p, _ in report.skipped] == [str(bad)] and "unreadable" in report.skipped[0][1]
+    assert report.n_computed == 4
+    got = FeatureStore(tmp_path / "cache").load(manifest, f"{ex.name}@all", key=ex, allow_missing=True)
+    assert got.utt_ids == ["u0", "u2", "u3", "u4"]
     direct = ex.extract_batch([signals[i] for i in (2, 0, 3, 1)])
-    for out, ref in zip([o for o in outs if o is not None], direct, strict=True):
-        np.testing.assert_allclose(out["pooled"], ref["pooled"], atol=1e-4)  # FLAC is 16-bit
-    procs, perrors = ex.extract_files(files, processes=2, chunk=3)  # decoding in worker processes
-    assert perrors == errors and procs[1] is None
-    for a, b in zip(outs, procs, strict=True):
-        if a is not None:
-            np.testing.assert_allclose(a["pooled"], b["pooled"], atol=1e-5)
-    assert pickle.loads(pickle.dumps(ex)).key == ex.key  # the process pool is not pickled
-    with pytest.raises(ParameterError, match="threads"):
-        ex.extract_files(files, threads=0)
+    np.testing.assert_allclose(got.X, np.stack([d["pooled"].ravel() for d in direct]), atol=1e-4)  # 16-bit
+    assert pickle.loads(pickle.dumps(ex)).key == ex.key  # the loaded model is not pickled
 
 
 # ------------------------------------------------------------------------------------------ parity vs HF
@@ -319,3 +331,24 @@ def test_runner_caches_layers_and_frames(tiny_dir, demo_root, tmp_path) -> None:
     assert [f.shape for f in frames.X] == [d["frames"][0].shape for d in direct]
     again = extract_features(manifest, ex, cache=store, jobs=1)
     assert (again.n_cached, again.n_computed) == (10, 0)
+
+
+def test_gpu_benchmark_times_the_cli_path_and_runs_on_cpu(tiny_dir, tmp_path) -> None:
+    """benchmarks/bench_whisper_gpu.py imports without a GPU and its end-to-end figure comes from
+    ``extract_features`` (what ``sertool features`` runs): a CPU smoke run on a few synthetic clips."""
+    import json
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_whisper_gpu", REPO / "benchmarks" / "bench_whisper_gpu.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "res.json"
+    args = ["throughput", "--weights", str(tiny_dir), "--device", "cpu", "--n", "4", "--modes", "trimmed"]
+    args += ["--batch-sizes", "2", "--reps", "1", "--warmup", "2", "--threads", "1", "--jobs", "1"]
+    assert bench.main([*args, "--no-references", "--dir", str(tmp_path / "w"), "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert "extract_features" in res["path"] and res["end_to_end"]["trimmed/b2"] > 0
+    assert not list((tmp_path / "w").glob("cache-*"))  # scratch caches are removed

@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import os
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,11 +25,13 @@ from sertool.data.audio import audio_info, file_sha1
 from sertool.data.corpora.base import SkippedFile, UtteranceRow, get_adapter
 from sertool.data.labels import CANONICAL_LABELS
 from sertool.exceptions import AudioError, CorpusError, ManifestError
+from sertool.util import atomic_parquet, cache_dir
 
 __all__ = [
     "MANIFEST_COLUMNS",
     "ManifestBuild",
     "build_manifest",
+    "default_manifest_path",
     "load_manifest",
     "manifest_hash",
     "merge_manifests",
@@ -230,21 +231,31 @@ def manifest_hash(df: pd.DataFrame) -> str:
     return h.hexdigest()[:16]
 
 
+def default_manifest_path(corpus: str, cache: str | os.PathLike | None = None) -> Path:
+    """Where a corpus's manifest is kept by default: ``<cache>/<corpus>/manifest.parquet``.
+
+    Parameters
+    ----------
+    corpus : str
+        Corpus name.
+    cache : path-like, optional
+        Cache folder; default :func:`sertool.util.cache_dir` (``$SERTOOL_CACHE`` or ``~/.cache/sertool``,
+        ``~`` and ``$VARS`` expanded), the folder features and converted weights go to.
+
+    Returns
+    -------
+    Path
+    """
+    return cache_dir(cache) / str(corpus) / "manifest.parquet"
+
+
 def save_manifest(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write a manifest to parquet atomically (temporary file + rename); attrs go into the file's metadata."""
+    """Write a manifest to parquet atomically (:func:`sertool.util.atomic_parquet`: a failed write leaves
+    neither a partial manifest nor a temporary file); attrs go into the file's metadata."""
     validate_manifest(df)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     out = df.copy()
     out.attrs = {**df.attrs, "manifest_hash": manifest_hash(df)}
-    try:
-        out.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a failed write leaves neither a partial manifest nor a temp file
-        raise
-    return path
+    return atomic_parquet(out, path)
 
 
 def load_manifest(path: str | os.PathLike) -> pd.DataFrame:

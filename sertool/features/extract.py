@@ -526,6 +526,156 @@ def _dask(
             client.close()
 
 
+@dataclass
+class _Plan:
+    """How one run computes its shards: the shard tasks and the backend that runs them.
+
+    ``backend`` is ``"dask"``, ``"threads"``, ``"fork"`` or ``"processes"`` (shards ``n_jobs`` wide),
+    ``"decoding-pool"`` (shards in this process, audio decoded by ``decode_workers`` processes) or
+    ``"in-process"`` (shards in this process, audio read by one background thread).
+    """
+
+    tasks: list[_Task]
+    backend: str
+    n_jobs: int
+    decode_workers: int = 0
+    scheduler: Any = None
+
+    def describe(self) -> str:
+        """The log line's tail: where the shards run."""
+        if self.backend == "dask":
+            return f" on {self.scheduler}"
+        wide = {"threads": "threads", "fork": "forked processes", "processes": "processes"}
+        return f" with {self.n_jobs} {wide[self.backend]}" if self.backend in wide else ""
+
+
+def _check_arguments(
+    manifest: pd.DataFrame, extractor: Extractor, *, jobs: int, shard_size: int, backend: str
+) -> None:
+    """Raise :class:`ParameterError` for bad ``jobs`` / ``shard_size`` / ``backend`` or missing columns."""
+    if not isinstance(shard_size, int | np.integer) or shard_size < 1:
+        raise ParameterError(f"shard_size must be a positive integer, got {shard_size!r}")
+    if not isinstance(jobs, int | np.integer) or jobs == 0 or jobs < -1:
+        raise ParameterError(f"jobs must be -1 (all cores) or a positive integer, got {jobs!r}")
+    if backend not in ("auto", "fork", "threads", "processes"):
+        raise ParameterError(f"backend must be 'auto', 'fork', 'threads' or 'processes', got {backend!r}")
+    if backend == "threads" and not extractor.thread_safe:
+        raise ParameterError(f"{extractor.name} is not thread-safe: use backend='processes' or 'auto'")
+    if backend == "fork" and not extractor.fork_safe:
+        raise ParameterError(f"{extractor.name} is not fork-safe: use backend='processes' or 'auto'")
+    if backend == "fork" and "fork" not in multiprocessing.get_all_start_methods():
+        raise ParameterError("backend='fork' needs a POSIX system with fork(); use 'processes' or 'auto'")
+    needed = [c for c in ("utt_id", "path", "corpus", "sha1", "duration_s") if c not in manifest.columns]
+    if needed:
+        raise ParameterError(f"manifest lacks columns {needed} needed for feature extraction")
+
+
+def _plan(
+    missing: pd.DataFrame,
+    extractor: Extractor,
+    *,
+    jobs: int,
+    shard_size: int,
+    scheduler: Any,
+    backend: str,
+) -> _Plan:
+    """Choose the backend (see the module docstring) and cut the missing rows into shard tasks.
+
+    Shards run ``n_jobs`` wide (``parallel_processes`` extractors with ``jobs > 1``) are made small enough
+    to keep every job busy and start with the longest clips, as do shards sent to a Dask cluster.
+    """
+    n_jobs = joblib.cpu_count() if jobs == -1 else int(jobs)  # joblib's count honours cgroup CPU quotas
+    wide = scheduler is None and extractor.parallel_processes and n_jobs > 1
+    forked = wide and (backend == "fork" or (backend == "auto" and _can_fork(extractor)))
+    threads = (
+        wide
+        and not forked
+        and (
+            backend == "threads" or (backend == "auto" and extractor.thread_safe and n_jobs <= THREADS_UP_TO)
+        )
+    )
+    size = int(shard_size)
+    if wide:
+        # enough shards that the last ones do not leave a job idle: ~4 per process (static start-up order),
+        # ~2 per thread (threads pick up work as they free; fewer shards, fewer writes: 200 RAVDESS clips ran
+        # at 238 vs 211 clips/s, medians of 5, with 2 vs 4 per thread)
+        per_job = 2 if threads or forked else 4
+        size = max(1, min(size, -(-len(missing) // (per_job * n_jobs))))
+    tasks = _tasks(missing, size, longest_first=scheduler is not None or wide)
+    if scheduler is not None:
+        return _Plan(tasks, "dask", n_jobs, scheduler=scheduler)
+    if wide:
+        return _Plan(tasks, "threads" if threads else "fork" if forked else "processes", n_jobs)
+    return _Plan(tasks, "in-process", n_jobs)
+
+
+def _run(extractor: Extractor, plan: _Plan, min_duration: float) -> Iterator[_Result]:
+    """Start the plan's backend: an iterator of shard results, in the order they finish."""
+    tasks = plan.tasks
+    if plan.backend == "dask":
+        return _dask(extractor, tasks, min_duration, plan.scheduler)
+    if plan.backend in ("threads", "fork", "processes") and len(tasks) > 1:
+        run = {"threads": _threads, "fork": _forked, "processes": _loky}[plan.backend]
+        return run(extractor, tasks, min_duration, min(plan.n_jobs, len(tasks)))
+    workers = extractor.decode_workers(plan.n_jobs)
+    if workers > 0 and len(tasks) > 1:
+        return _in_process_decoding_pool(extractor, tasks, min_duration, workers)
+    return _in_process(extractor, tasks, min_duration)
+
+
+def _write_shards(
+    store: FeatureStore,
+    extractor: Extractor,
+    results: Iterator[_Result],
+    report: ExtractionReport,
+    progress: Callable[[int], None] | None,
+) -> None:
+    """Write each shard result to the cache as it arrives, counting it in ``report`` and ``progress``.
+
+    The backend is closed however this ends (an exception from ``progress`` stops the run; shards written so
+    far stay cached).
+    """
+    try:
+        for res in results:
+            store.write_shard(res.corpus, extractor, res.utt_ids, res.sha1s, res.outputs)
+            report.n_computed += len(res.utt_ids)
+            report.skipped += res.skipped
+            for path, reason in res.skipped:
+                log.warning("skipped %s: %s", path, reason)
+            if progress is not None:
+                progress(res.n_clips)
+    finally:
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
+
+
+def _mark_complete(
+    store: FeatureStore, extractor: Extractor, manifest: pd.DataFrame, skipped: Sequence[tuple[str, str]]
+) -> None:
+    """Record in each corpus's entry that the pass finished: its clips, and how many were skipped."""
+    skipped_paths = {p for p, _ in skipped}
+    corpora = manifest["corpus"].astype(str).to_numpy()
+    was_skipped = (
+        manifest["path"].astype(str).isin(skipped_paths).to_numpy()
+        if skipped_paths
+        else np.zeros(len(corpora), bool)
+    )
+    codes, names = pd.factorize(corpora)  # no groupby: ~12 ms of pandas per run
+    n_expected = np.bincount(codes, minlength=len(names))
+    n_skipped = np.bincount(codes, weights=was_skipped, minlength=len(names))
+    for k, corpus in enumerate(names):
+        store.mark_complete(str(corpus), extractor, n_expected=int(n_expected[k]), skipped=int(n_skipped[k]))
+
+
+def _finish(report: ExtractionReport, t0: float) -> ExtractionReport:
+    """Fill in the report's wall time and rate, and log its summary."""
+    report.seconds = time.perf_counter() - t0
+    report.clips_per_second = report.n_computed / report.seconds if report.n_computed else 0.0
+    log.info("%s", report.summary())
+    return report
+
+
 def extract_features(
     manifest: pd.DataFrame,
     extractor: Extractor,
@@ -581,94 +731,23 @@ def extract_features(
     CacheError
         An entry lock could not be taken.
     """
-    if not isinstance(shard_size, int | np.integer) or shard_size < 1:
-        raise ParameterError(f"shard_size must be a positive integer, got {shard_size!r}")
-    if not isinstance(jobs, int | np.integer) or jobs == 0 or jobs < -1:
-        raise ParameterError(f"jobs must be -1 (all cores) or a positive integer, got {jobs!r}")
-    if backend not in ("auto", "fork", "threads", "processes"):
-        raise ParameterError(f"backend must be 'auto', 'fork', 'threads' or 'processes', got {backend!r}")
-    if backend == "threads" and not extractor.thread_safe:
-        raise ParameterError(f"{extractor.name} is not thread-safe: use backend='processes' or 'auto'")
-    if backend == "fork" and not extractor.fork_safe:
-        raise ParameterError(f"{extractor.name} is not fork-safe: use backend='processes' or 'auto'")
-    if backend == "fork" and "fork" not in multiprocessing.get_all_start_methods():
-        raise ParameterError("backend='fork' needs a POSIX system with fork(); use 'processes' or 'auto'")
-    needed = [c for c in ("utt_id", "path", "corpus", "sha1", "duration_s") if c not in manifest.columns]
-    if needed:
-        raise ParameterError(f"manifest lacks columns {needed} needed for feature extraction")
+    _check_arguments(manifest, extractor, jobs=jobs, shard_size=shard_size, backend=backend)
     store = cache if isinstance(cache, FeatureStore) else FeatureStore(cache)
     t0 = time.perf_counter()
     missing = store.missing(manifest, extractor)
-    n_jobs = joblib.cpu_count() if jobs == -1 else int(jobs)  # joblib's count honours cgroup CPU quotas
-    processes = scheduler is None and extractor.parallel_processes and n_jobs > 1
-    forked = processes and (backend == "fork" or (backend == "auto" and _can_fork(extractor)))
-    threads = (
-        processes
-        and not forked
-        and (
-            backend == "threads" or (backend == "auto" and extractor.thread_safe and n_jobs <= THREADS_UP_TO)
-        )
-    )
-    size = int(shard_size)
-    if processes:
-        # enough shards that the last ones do not leave a job idle: ~4 per process (static start-up order),
-        # ~2 per thread (threads pick up work as they free; fewer shards, fewer writes: 200 RAVDESS clips ran
-        # at 238 vs 211 clips/s, medians of 5, with 2 vs 4 per thread)
-        per_job = 2 if threads or forked else 4
-        size = max(1, min(size, -(-len(missing) // (per_job * n_jobs))))
-    tasks = _tasks(missing, size, longest_first=scheduler is not None or processes)
+    plan = _plan(missing, extractor, jobs=jobs, shard_size=shard_size, scheduler=scheduler, backend=backend)
     report = ExtractionReport(extractor.key, len(manifest), len(manifest) - len(missing), 0)
     log.info(
         "%s: %d of %d clips to compute in %d shard(s)%s",
         extractor.key,
         len(missing),
         len(manifest),
-        len(tasks),
-        f" on {scheduler}"
-        if scheduler is not None
-        else (
-            f" with {n_jobs} {'threads' if threads else 'forked processes' if forked else 'processes'}"
-            if processes
-            else ""
-        ),
+        len(plan.tasks),
+        plan.describe(),
     )
-    if scheduler is not None:
-        results = _dask(extractor, tasks, min_duration, scheduler)
-    elif processes and len(tasks) > 1:
-        run = _threads if threads else _forked if forked else _loky
-        results = run(extractor, tasks, min_duration, min(n_jobs, len(tasks)))
-    elif extractor.decode_workers(n_jobs) > 0 and len(tasks) > 1:
-        results = _in_process_decoding_pool(extractor, tasks, min_duration, extractor.decode_workers(n_jobs))
-    else:
-        results = _in_process(extractor, tasks, min_duration)
+    results = _run(extractor, plan, min_duration)
     if progress is not None and report.n_cached:
         progress(report.n_cached)
-    try:
-        for res in results:
-            store.write_shard(res.corpus, extractor, res.utt_ids, res.sha1s, res.outputs)
-            report.n_computed += len(res.utt_ids)
-            report.skipped += res.skipped
-            for path, reason in res.skipped:
-                log.warning("skipped %s: %s", path, reason)
-            if progress is not None:
-                progress(res.n_clips)
-    finally:
-        close = getattr(results, "close", None)
-        if close is not None:
-            close()
-    skipped_paths = {p for p, _ in report.skipped}
-    corpora = manifest["corpus"].astype(str).to_numpy()
-    was_skipped = (
-        manifest["path"].astype(str).isin(skipped_paths).to_numpy()
-        if skipped_paths
-        else np.zeros(len(corpora), bool)
-    )
-    codes, names = pd.factorize(corpora)  # no groupby: ~12 ms of pandas per run
-    n_expected = np.bincount(codes, minlength=len(names))
-    n_skipped = np.bincount(codes, weights=was_skipped, minlength=len(names))
-    for k, corpus in enumerate(names):
-        store.mark_complete(str(corpus), extractor, n_expected=int(n_expected[k]), skipped=int(n_skipped[k]))
-    report.seconds = time.perf_counter() - t0
-    report.clips_per_second = report.n_computed / report.seconds if report.n_computed else 0.0
-    log.info("%s", report.summary())
-    return report
+    _write_shards(store, extractor, results, report, progress)
+    _mark_complete(store, extractor, manifest, report.skipped)
+    return _finish(report, t0)

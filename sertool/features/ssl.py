@@ -30,7 +30,8 @@ import numpy as np
 from sertool.exceptions import ParameterError
 from sertool.features.base import Extractor, register_extractor
 from sertool.features.weights import folder_sha256
-from sertool.features.whisper import autocast_for, check_device, masked_mean, pick_device
+from sertool.features.whisper import autocast_for, masked_mean, pick_device
+from sertool.util import check_device
 
 __all__ = ["KNOWN_MODELS", "SSLExtractor"]
 

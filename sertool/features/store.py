@@ -31,8 +31,6 @@ Rules (the cache's contract; tests exercise each):
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import hashlib
 import json
 import logging
@@ -42,8 +40,6 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError
-from importlib.metadata import version as _pkg_version
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +51,8 @@ from filelock import FileLock
 
 from sertool.exceptions import CacheError, ParameterError
 from sertool.features.base import Extractor, FeatureView, get_extractor, parse_view
+from sertool.provenance import package_versions
+from sertool.util import atomic_write_bytes, cache_dir
 
 __all__ = ["FeatureSet", "FeatureStore", "default_cache_dir", "select_frames"]
 
@@ -70,11 +68,8 @@ _SAFE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 _VERSIONED = ("sertool", "numpy", "scipy", "pandas", "pyarrow", "librosa", "soundfile", "soxr")
 _OPTIONAL = ("torch", "transformers", "ctranslate2", "opensmile")
 
-
-def default_cache_dir() -> Path:
-    """``$SERTOOL_CACHE`` if set, else ``~/.cache/sertool``."""
-    env = os.environ.get("SERTOOL_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "sertool"
+#: The cache folder (:func:`sertool.util.cache_dir`), under the name callers have imported from here.
+default_cache_dir = cache_dir
 
 
 @dataclass
@@ -119,41 +114,11 @@ class _Shard:
         return self.path.with_name(self.path.name + DONE)
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not every filesystem lets a directory be opened/fsynced
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-
-
-@functools.cache
-def _dist_version(name: str) -> str | None:
-    """Installed version of a distribution (None if absent); a process's packages do not change under it."""
-    try:
-        return _pkg_version(name)
-    except PackageNotFoundError:
-        return None
-
-
 def _package_versions() -> dict[str, str]:
-    out: dict[str, str] = {"python": sys.version.split()[0]}
-    for name in _VERSIONED + tuple(n for n in _OPTIONAL if n in sys.modules):
-        v = _dist_version(name)
-        if v is not None:
-            out[name] = v
-    return out
+    """What ``meta.json`` records: the Python version, then the installed versions of :data:`_VERSIONED` and of
+    those :data:`_OPTIONAL` packages this process has imported (absent ones left out)."""
+    names = _VERSIONED + tuple(n for n in _OPTIONAL if n in sys.modules)
+    return {"python": sys.version.split()[0], **package_versions(names)}
 
 
 def select_frames(
@@ -217,13 +182,14 @@ class FeatureStore:
     Parameters
     ----------
     root : str or path-like, optional
-        Cache folder; default :func:`default_cache_dir`.
+        Cache folder (``~`` and ``$VARS`` expanded); default :func:`sertool.util.cache_dir`: ``$SERTOOL_CACHE``,
+        else ``~/.cache/sertool``.
     lock_timeout : float, optional
         Seconds a writer waits for an entry lock before raising :class:`CacheError`.
     """
 
     def __init__(self, root: str | os.PathLike | None = None, *, lock_timeout: float = 600.0) -> None:
-        self.root = Path(root).expanduser() if root is not None else default_cache_dir()
+        self.root = cache_dir(root)
         self.lock_timeout = lock_timeout
         # shard path -> ((size, mtime_ns), index frame with utt_id, sha1, row)
         self._index_cache: dict[Path, tuple[tuple[int, int], pd.DataFrame, frozenset[tuple[str, str]]]] = {}
@@ -558,7 +524,7 @@ class FeatureStore:
             "versions": _package_versions(),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
-        _atomic_write_bytes(entry / META, json.dumps(meta, indent=2, default=str).encode())
+        atomic_write_bytes(entry / META, json.dumps(meta, indent=2, default=str).encode())
 
     @staticmethod
     def _clean_leftovers(entry: Path) -> None:
@@ -567,7 +533,8 @@ class FeatureStore:
         for name in names:
             orphan = _SHARD.match(name) and name + DONE not in names
             stray_marker = name.endswith(DONE) and name[: -len(DONE)] not in names
-            if orphan or stray_marker or ".tmp-" in name:
+            temporary = name.endswith(".tmp") or ".tmp-" in name  # util's atomic writes; older versions'
+            if orphan or stray_marker or temporary:
                 log.warning("feature cache: removing unfinished %s", entry / name)
                 (entry / name).unlink(missing_ok=True)
 
@@ -622,23 +589,18 @@ class FeatureStore:
                 sh = table.column("sha1").to_pylist()
                 digest = hashlib.sha1("\n".join(f"{u}\x1f{s}" for u, s in zip(ids, sh, strict=True)).encode())
                 path = entry / f"part-{number:04d}-{digest.hexdigest()[:10]}.parquet"
-                tmp = entry / f".{path.name}.tmp-{os.getpid()}"
-                pq.write_table(table, tmp, compression="none", use_dictionary=False, write_statistics=False)
-                data_len = tmp.stat().st_size
-                h = hashlib.sha1()
-                with open(tmp, "rb+") as fh:
-                    while block := fh.read(1 << 22):
-                        h.update(block)
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)
-                _fsync_dir(entry)
+                sink = pa.BufferOutputStream()
+                pq.write_table(table, sink, compression="none", use_dictionary=False, write_statistics=False)
+                data = sink.getvalue().to_pybytes()
+                data_len = len(data)
                 marker = {
                     "rows": table.num_rows,
                     "bytes": data_len,
-                    "sha1": h.hexdigest(),
+                    "sha1": hashlib.sha1(data).hexdigest(),
                     "key": extractor.key,
                 }
-                _atomic_write_bytes(path.with_name(path.name + DONE), json.dumps(marker).encode())
+                atomic_write_bytes(path, data)
+                atomic_write_bytes(path.with_name(path.name + DONE), json.dumps(marker).encode())
                 # index the shard just written from memory: the next write's duplicate check (and load)
                 # need not read it back; any later change of the file changes its stamp and re-reads it
                 st = path.stat()
@@ -663,7 +625,7 @@ class FeatureStore:
                 "n_skipped": int(skipped),
                 "finished": datetime.now(UTC).isoformat(timespec="seconds"),
             }
-            _atomic_write_bytes(entry / STATE, json.dumps(state).encode())
+            atomic_write_bytes(entry / STATE, json.dumps(state).encode())
 
     # ------------------------------------------------------------------ overview
 

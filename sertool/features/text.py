@@ -131,9 +131,9 @@ class TextEmbedding(Extractor):
         if self._model is None:
             from sentence_transformers import SentenceTransformer
 
-            from sertool.features.whisper import pick_device
+            from sertool.util import resolve_device
 
-            self._model = SentenceTransformer(self.encoder, device=str(pick_device(self.device)))
+            self._model = SentenceTransformer(self.encoder, device=resolve_device(self.device))
         return self._model
 
     def transcribe(self, y: np.ndarray) -> str:

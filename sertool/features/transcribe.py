@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from sertool.util import cache_dir
+
 __all__ = ["ct2_folder", "make_transcriber"]
 
 log = logging.getLogger(__name__)
@@ -36,7 +38,7 @@ def ct2_folder(weights: Any, cache: str | os.PathLike) -> Path | None:
     weights : sertool.features.weights.ResolvedWeights
         The extractor's weights (``extractor.weights``).
     cache : path
-        Cache root; a split model is assembled under ``<cache>/weights/``.
+        Cache root (``~`` and ``$VARS`` expanded); a split model is assembled under ``<cache>/weights/``.
     """
     from sertool.features.weights import BUILTIN_WEIGHTS, _builtin_parts
 
@@ -53,7 +55,7 @@ def ct2_folder(weights: Any, cache: str | os.PathLike) -> Path | None:
         return None
     if len(parts) == 1 and parts[0].name == "model.bin":
         return first
-    target = Path(cache) / "weights" / f"ct2-{weights.label}-{weights.sha256[:12]}"
+    target = cache_dir(cache) / "weights" / f"ct2-{weights.label}-{weights.sha256[:12]}"
     if (target / "model.bin").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -91,13 +93,12 @@ def make_transcriber(
     except ImportError as exc:
         log.info("no transcripts: %s", exc)
         return None
-    from sertool.features.weights import default_cache_dir
     from sertool.features.whisper import whisper_log_mel
 
     weights = getattr(extractor, "weights", None)
     if weights is None:
         return None
-    folder = ct2_folder(weights, cache or default_cache_dir())
+    folder = ct2_folder(weights, cache_dir(cache))
     if folder is None:
         log.info("no transcripts: weights %s have no CTranslate2 decoder", weights.source)
         return None

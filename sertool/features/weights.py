@@ -51,6 +51,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from sertool.exceptions import CacheError, ParameterError
+from sertool.util import cache_dir
 
 __all__ = [
     "BUILTIN_WEIGHTS",
@@ -157,9 +158,8 @@ class ResolvedWeights:
         return {"weights": self.label, "weights_sha256": self.sha256[:16]}
 
 
-def default_cache_dir() -> Path:
-    """``$SERTOOL_CACHE`` or ``~/.cache/sertool`` (the CLI's default)."""
-    return Path(os.environ.get("SERTOOL_CACHE", Path.home() / ".cache" / "sertool"))
+#: The cache folder (:func:`sertool.util.cache_dir`), under the name callers have imported from here.
+default_cache_dir = cache_dir
 
 
 # ------------------------------------------------------------------------------------------- hashing
@@ -564,7 +564,8 @@ def resolve(name_or_path: str | os.PathLike, *, cache: str | os.PathLike | None 
     name_or_path : str or path-like
         ``"tiny.en"``, ``"base"``, a CTranslate2 folder, a Hugging Face Whisper folder, or a hub id.
     cache : path-like, optional
-        Cache root (default :func:`default_cache_dir`); conversions go to ``<cache>/weights/``.
+        Cache root (``~`` and ``$VARS`` expanded; default :func:`sertool.util.cache_dir`); conversions go to
+        ``<cache>/weights/``.
 
     Returns
     -------
@@ -575,7 +576,7 @@ def resolve(name_or_path: str | os.PathLike, *, cache: str | os.PathLike | None 
     ParameterError
         Unknown name, a folder in neither format, or missing packaged files.
     """
-    cache_root = Path(cache) if cache is not None else default_cache_dir()
+    cache_root = cache_dir(cache)
     text = str(name_or_path)
     if text in BUILTIN_WEIGHTS:
         parts = _builtin_parts(text)
@@ -621,14 +622,14 @@ def list_weights(*, cache: str | os.PathLike | None = None) -> list[WeightsInfo]
     Parameters
     ----------
     cache : path-like, optional
-        Cache root (default :func:`default_cache_dir`).
+        Cache root (``~`` and ``$VARS`` expanded; default :func:`sertool.util.cache_dir`).
 
     Returns
     -------
     list of WeightsInfo
         Built-ins first (``tiny.en``, ``base``), then other cached conversions.
     """
-    root = (Path(cache) if cache is not None else default_cache_dir()) / "weights"
+    root = cache_dir(cache) / "weights"
     converted = {}
     for prov_file in sorted(root.glob("*/source.json")) if root.is_dir() else []:
         try:

@@ -24,8 +24,9 @@ In every mode the log-mel spectrogram is exactly Whisper's (``WhisperFeatureExtr
 zeros, so the trimmed and window inputs equal the first frames of the ``padded30`` input. The extractor
 computes it for a whole batch on the model's device (:func:`whisper_log_mel_batch`, one ``torch.stft``; equal
 to the per-clip :func:`whisper_log_mel` to float rounding): on a GPU the per-clip numpy log-mel was the limit
-(~1000 clips/s). :meth:`WhisperExtractor.extract_files` also decodes files in a thread pool while the
-encoder runs. Measured on an H100: ``benchmarks/results/whisper_gpu.md``.
+(~1000 clips/s). Files are decoded by :func:`sertool.features.extract.extract_features` (worker processes
+on CUDA, see :meth:`WhisperExtractor.decode_workers`) while the encoder runs; timed end to end, on that path,
+by ``benchmarks/bench_whisper_gpu.py`` (``benchmarks/results/whisper_gpu.md``).
 
 Weights: ``tiny.en`` and ``base`` ship offline (see :mod:`sertool.features.weights`); other sizes need
 ``weights=<local folder or hub id>``. The weights' label and SHA-256 are part of :meth:`params`. Device
@@ -36,21 +37,18 @@ from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
 import os
 import re
-from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
 
-from sertool.data.audio import load_audio
-from sertool.exceptions import AudioError, ParameterError
+from sertool.exceptions import ParameterError
 from sertool.features.base import Extractor, register_extractor
 from sertool.features.weights import BUILTIN_WEIGHTS, ResolvedWeights, load_whisper_encoder, resolve
+from sertool.util import check_device, resolve_device
 
 __all__ = [
     "DEFAULT_LAYERS",
@@ -88,7 +86,7 @@ DEFAULT_LAYERS: dict[str, tuple[int, ...] | None] = {"tiny.en": None, "base": No
 
 # ------------------------------------------------------------------------------------------- runtime
 def pick_device(device: str) -> Any:
-    """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``/``"cuda"``/``"cuda:1"`` as given.
+    """:func:`sertool.util.resolve_device` as a :class:`torch.device` (what torch code needs).
 
     Raises
     ------
@@ -97,18 +95,7 @@ def pick_device(device: str) -> Any:
     """
     import torch
 
-    check_device(device)
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ParameterError(f"device={device!r} but torch sees no CUDA device")
-    return torch.device(device)
-
-
-def check_device(device: str) -> None:
-    """Raise :class:`ParameterError` unless ``device`` is ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``."""
-    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
-        raise ParameterError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {device!r}")
+    return torch.device(resolve_device(device))
 
 
 def autocast_for(device: Any, precision: str) -> Any:
@@ -275,17 +262,6 @@ def _mel_filters_torch(n_mels: int, device: Any) -> Any:
     return _FILTERS_T[key]
 
 
-def _read_many(paths: Sequence[str], min_duration: float) -> list[np.ndarray | tuple[str, str]]:
-    """Decode files (16 kHz mono float32); a file that cannot be used gives ``(path, reason)``."""
-    out: list[np.ndarray | tuple[str, str]] = []
-    for path in paths:
-        try:
-            out.append(load_audio(path, sr=SR, min_duration=min_duration))
-        except AudioError as err:
-            out.append((err.path, err.reason))
-    return out
-
-
 def _parse_mode(mode: str) -> tuple[str, float | None]:
     """``"trimmed"`` / ``"padded30"`` / ``"window8"`` (also ``"window=8"``, ``"window8.5"``) -> (canonical, s)."""
     text = str(mode).strip().lower()
@@ -389,7 +365,6 @@ class WhisperExtractor(Extractor):
         self._device: Any = None
         self._bucket = 0
         self._mel_on_cpu = False
-        self._procs: tuple[int, ProcessPoolExecutor] | None = None
 
     # ---- identity
     def params(self) -> dict[str, Any]:
@@ -411,8 +386,9 @@ class WhisperExtractor(Extractor):
 
     def decode_workers(self, jobs: int) -> int:
         """On CUDA, decode in ``jobs - 1`` processes (min 1, max 8): the GPU outruns one decoding thread
-        (H100, whisper-base trimmed: 2,350 clips/s end to end with 8 decoding processes vs ~1,500 with
-        threads; ``benchmarks/results/whisper_gpu.md``). On CPU the encoder is the bottleneck: 0."""
+        (H100, whisper-base trimmed, in the removed ``extract_files`` pipeline: 2,350 clips/s end to end with
+        8 decoding processes vs ~1,500 with threads; ``benchmarks/results/whisper_gpu.md``). On CPU the
+        encoder is the bottleneck: 0."""
         if pick_device(self.device).type != "cuda":
             return 0
         return max(1, min(8, jobs - 1))
@@ -436,7 +412,7 @@ class WhisperExtractor(Extractor):
     def __getstate__(self) -> dict[str, Any]:
         """Pickle without the loaded model (it is reloaded lazily)."""
         state = self.__dict__.copy()
-        state["_encoder"] = state["_device"] = state["_procs"] = None
+        state["_encoder"] = state["_device"] = None
         return state
 
     # ---- model
@@ -521,94 +497,6 @@ class WhisperExtractor(Extractor):
         if mel.shape[-1] < t_in:  # GPU length bucket: zero frames, masked out of attention
             mel = torch.nn.functional.pad(mel, (0, t_in - mel.shape[-1]))
         return mel
-
-    def extract_files(
-        self,
-        paths: Sequence[str | os.PathLike],
-        *,
-        threads: int = 8,
-        processes: int = 0,
-        chunk: int | None = None,
-        min_duration: float = 0.0,
-    ) -> tuple[list[dict[str, np.ndarray] | None], list[tuple[str, str]]]:
-        """Features of audio files: decoding runs in parallel with the encoder's work.
-
-        Files are read (:func:`sertool.data.audio.load_audio`, 16 kHz mono) in chunks of ``chunk`` clips, up to
-        two chunks ahead of the one being encoded; each chunk goes through :meth:`extract_batch`. Decoding runs
-        in ``threads`` threads, or with ``processes > 0`` in that many worker processes (kept for later calls):
-        threads share the GIL with the thread that feeds the GPU, which limits a fast GPU (measured on an
-        H100: ``benchmarks/results/whisper_gpu.md``). Pass paths sorted by duration for the tightest batches.
-
-        Parameters
-        ----------
-        paths : sequence of path-like
-            Audio files.
-        threads : int, optional
-            Decoding threads when ``processes == 0``.
-        processes : int, optional
-            Decoding processes (0: threads).
-        chunk : int, optional
-            Clips per chunk (default: 2 batches).
-        min_duration : float, optional
-            As in :func:`~sertool.data.audio.load_audio`.
-
-        Returns
-        -------
-        outputs : list of dict or None
-            Per path, in input order, what :meth:`extract_batch` returns; None for files that failed.
-        errors : list of (path, reason)
-            Files that could not be used (unreadable, empty, all-zero, too short).
-        """
-        for label, value, low in (("threads", threads, 1), ("processes", processes, 0)):
-            if not isinstance(value, int) or value < low:
-                raise ParameterError(f"{label} must be an integer >= {low}, got {value!r}")
-        self._load()
-        bs = self.batch_size or (DEFAULT_CUDA_BATCH if self._device.type == "cuda" else 8)
-        chunk = chunk or 2 * bs
-        if not isinstance(chunk, int) or chunk < 1:
-            raise ParameterError(f"chunk must be a positive integer, got {chunk!r}")
-        names = [str(p) for p in paths]
-        outputs: list[dict[str, np.ndarray] | None] = [None] * len(names)
-        errors: list[tuple[str, str]] = []
-        spans = [range(s, min(s + chunk, len(names))) for s in range(0, len(names), chunk)]
-        group = 16 if processes else 1  # files per task: fewer, larger messages between processes
-        threads_pool = (
-            None if processes else ThreadPoolExecutor(threads, thread_name_prefix="sertool-whisper-io")
-        )
-        pool = threads_pool or self._process_pool(processes)
-
-        def submit(span: range) -> list[Future]:
-            return [
-                pool.submit(_read_many, [names[i] for i in span[k : k + group]], min_duration)
-                for k in range(0, len(span), group)
-            ]
-
-        try:
-            pending: deque[tuple[range, list[Future]]] = deque((span, submit(span)) for span in spans[:2])
-            nxt = len(pending)
-            while pending:
-                span, futures = pending.popleft()
-                got = [item for f in futures for item in f.result()]
-                if nxt < len(spans):
-                    pending.append((spans[nxt], submit(spans[nxt])))
-                    nxt += 1
-                ok = [(i, y) for i, y in zip(span, got, strict=True) if isinstance(y, np.ndarray)]
-                errors.extend(e for e in got if isinstance(e, tuple))
-                for (i, _), out in zip(ok, self.extract_batch([y for _, y in ok]), strict=True):
-                    outputs[i] = out
-        finally:
-            if threads_pool is not None:
-                threads_pool.shutdown(cancel_futures=True)
-        return outputs, errors
-
-    def _process_pool(self, processes: int) -> ProcessPoolExecutor:
-        """Decoding processes (forkserver: this process may hold a CUDA context), kept for later calls."""
-        if self._procs is None or self._procs[0] != processes:
-            if self._procs is not None:
-                self._procs[1].shutdown()
-            context = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
-            self._procs = (processes, ProcessPoolExecutor(processes, mp_context=context))
-        return self._procs[1]
 
     # ---- extraction
     def extract(self, y: np.ndarray) -> dict[str, np.ndarray]:

@@ -78,6 +78,7 @@ from sklearn.utils.validation import _check_sample_weight, check_is_fitted, colu
 from torch import nn
 from torch.nn import functional as F
 
+from sertool import util
 from sertool.exceptions import ParameterError
 
 __all__ = [
@@ -95,24 +96,15 @@ log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------------------------------- helpers
 def resolve_device(device: str) -> torch.device:
-    """Turn ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` into a :class:`torch.device`.
+    """:func:`sertool.util.resolve_device` as a :class:`torch.device`: ``"auto"``, ``"cpu"``, ``"cuda"`` or
+    ``"cuda:N"``.
 
     Raises
     ------
     ParameterError
         Unknown value, or CUDA requested but not available.
     """
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cpu":
-        return torch.device("cpu")
-    if isinstance(device, str) and (device == "cuda" or device.startswith("cuda:")):
-        if not torch.cuda.is_available():
-            raise ParameterError(
-                f"device={device!r}: CUDA is not available on this machine; use 'auto' or 'cpu'"
-            )
-        return torch.device(device)
-    raise ParameterError(f"device={device!r}: expected 'auto', 'cpu', 'cuda' or 'cuda:N'")
+    return torch.device(util.resolve_device(device))
 
 
 def as_sequences(X: Any, *, name: str = "X", n_features: int | None = None) -> list[np.ndarray]:
