@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -104,7 +105,8 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _tmp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """A temporary sibling unique to this process and thread (two threads may write one file at once)."""
+    return path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
@@ -138,6 +140,8 @@ def atomic_parquet(df: Any, path: str | os.PathLike[str]) -> Path:
     tmp = _tmp_path(path)
     try:
         df.to_parquet(tmp, index=False)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
