@@ -26,6 +26,7 @@ from sertool.exceptions import (
 )
 
 _LAZY = {name: "sertool.splits" for name in ("Fold", "Split", "check_split", "make_split", "split_summary")}
+_LAZY["evaluate"] = "sertool.bench.suite"  # the suite: every corpus of a folder, one summary
 
 
 def __getattr__(name: str) -> object:

@@ -409,6 +409,64 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_suite(args: argparse.Namespace) -> int:
+    """Benchmark every corpus of a folder under its standard protocol (+ leave-one-corpus-out); one summary."""
+    from sertool.bench.suite import LOCO_STRATEGY, PROTOCOLS, evaluate, find_corpora
+
+    present, _ = find_corpora(args.corpora)
+    lines = ["protocols (fixed in code):"] + [f"  {PROTOCOLS[c].text()}" for c in present]
+    if len(present) > 1:
+        lines.append(f"  {'+'.join(present)}: {LOCO_STRATEGY} on a shared label scheme ({args.scheme})")
+    if not args.json:
+        _print("\n".join(lines), False)
+    from tqdm import tqdm
+
+    bar = tqdm(desc="suite", unit="unit", disable=not sys.stderr.isatty())
+
+    def tick(unit: Any) -> None:
+        bar.update(1)
+        bar.set_postfix_str(f"{unit.features} {unit.model} f{unit.fold} {unit.status}")
+
+    try:
+        report = evaluate(
+            args.corpora,
+            features=args.features,
+            models=args.models,
+            results=args.results,
+            seed=args.seed,
+            cache=args.cache,
+            device=args.device,
+            scheme=args.scheme,
+            jobs=args.jobs,
+            force=args.force,
+            model_params=_json_arg(args.model_params, "--model-params"),
+            extractor_params=_json_arg(args.extractor_params, "--extractor-params"),
+            progress=tick,
+        )
+    finally:
+        bar.close()
+    skipped = sum(r.skipped for r in report.corpora) + sum(
+        len(e.skipped) for b in report.bench_reports.values() for e in b.extraction
+    )
+    if args.json:
+        _print(
+            {
+                "suite_id": report.suite_id,
+                "summary": {k: str(v) for k, v in report.files.items()},
+                "units": report.counts,
+                "corpora": {r.corpus: r.split_id for r in report.corpora},
+                "leave_one_corpus_out": report.loco.split_id if report.loco else report.loco_note,
+            },
+            True,
+        )
+    else:
+        _print(report.files["md"].read_text(), False)
+        _print(f"units: {report.counts}; summary: {report.files['md']}", False)
+        for u in report.failed:
+            _print(f"  FAILED {u.features} {u.model} fold {u.fold}: {u.reason}", False)
+    return EXIT_SKIPPED if report.failed or skipped else EXIT_OK
+
+
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     """Re-render leaderboards from stored results."""
     from sertool.bench.leaderboard import render_leaderboards
@@ -609,6 +667,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-mb", type=float, default=20.0, help="largest upload accepted, in MB")
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "suite", help="every corpus of a folder under its standard protocol, plus leave-one-corpus-out"
+    )
+    p.add_argument(
+        "--corpora",
+        required=True,
+        type=Path,
+        help="folder of corpus folders named after the adapters (ravdess/, tess/, cremad/, ...)",
+    )
+    _add_cache_arg(p)
+    p.add_argument("--features", default="handcrafted94", help="comma-separated feature views")
+    p.add_argument("--models", default="all", help="all, classic, neural, or comma-separated model names")
+    p.add_argument("--results", type=Path, default=Path("results"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--scheme",
+        default="auto",
+        help="shared label scheme of leave-one-corpus-out: auto (most shared classes of ser6, ser7, ser4) "
+        "or a scheme name",
+    )
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--jobs", type=int, default=-1, help="processes for feature extraction")
+    p.add_argument("--force", action="store_true", help="redo finished units")
+    p.add_argument("--model-params", default=None, help="JSON: per-model parameter overrides")
+    p.add_argument("--extractor-params", default=None, help="JSON: per-extractor parameters")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_suite)
 
     p = sub.add_parser("leaderboard", help="re-render leaderboards from stored results")
     p.add_argument("--results", type=Path, default=Path("results"))
