@@ -160,10 +160,18 @@ def cmd_split(args: argparse.Namespace) -> int:
 
     built = _manifest_from_args(args)
     manifest = _schemed(built.manifest, args.scheme)
-    if args.strategy.startswith("file:") and args.strategy.endswith(".json"):
+    params = _json_arg(args.split_params, "--split-params")
+    taken = sorted({"seed", "valid_fraction"} & set(params))
+    if taken:
+        raise SertoolError(
+            f"--split-params: give {taken[0]} as --{taken[0].replace('_', '-')}, not in the JSON"
+        )
+    if args.strategy.startswith("file:") and args.strategy.endswith(".json") and not params:
         split = Split.load(args.strategy[5:], manifest=manifest)
     else:
-        split = make_split(manifest, args.strategy, seed=args.seed, valid_fraction=args.valid_fraction)
+        split = make_split(
+            manifest, args.strategy, seed=args.seed, valid_fraction=args.valid_fraction, **params
+        )
     out = args.results / built.manifest.attrs["corpus"] / split.id / "split.json"
     if not out.exists():
         split.save(out)
@@ -527,8 +535,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--strategy",
         default="speaker-6fold",
-        help="random-holdout, random-<k>fold, speaker-<k>fold, "
-        "loso, loso-session, cross-corpus, file:PATH (default speaker-6fold)",
+        help="random-holdout, random-<k>fold, speaker-<k>fold, loso, loso-session, cross-corpus, "
+        "leave-one-corpus-out, file:PATH, or a plugin's strategy (default speaker-6fold)",
+    )
+    p.add_argument(
+        "--split-params",
+        default=None,
+        help='JSON object of the strategy\'s parameters, e.g. \'{"train_corpus": "ravdess", "test_corpus": '
+        '"tess"}\' (cross-corpus) or \'{"test_fraction": 0.1}\' (random-holdout)',
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(

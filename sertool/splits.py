@@ -5,7 +5,9 @@ reused by every model, so all results on a corpus are comparable. Every :class:`
 ``valid`` and ``test`` lists of ``utt_id``; the validation part is always carved out of the training part,
 never out of the test part.
 
-Strategies (the names the CLI accepts):
+Strategies (the names the CLI accepts). Each is one :class:`SplitStrategy` subclass that declares its
+parameters, the manifest column whose values never straddle two parts, whether it is speaker-independent and
+the protocol name the leaderboards print (:attr:`Split.protocol`):
 
 ``random-holdout``
     One stratified train/test split over utterances (``test_fraction``, default 0.2). Speaker-DEPENDENT.
@@ -20,13 +22,22 @@ Strategies (the names the CLI accepts):
 ``loso-session``
     Leave one session out (manifest column ``session``, IEMOCAP). Speaker-independent.
 ``cross-corpus``
-    One fold: train on the rows of ``train_corpus``, test on the rows of ``test_corpus``.
+    One fold: train on the rows of ``train_corpus``, test on the rows of ``test_corpus`` (both required).
+    Protocol ``cross-corpus``.
+``leave-one-corpus-out``
+    For a merged manifest of at least two corpora: one fold per corpus (sorted by name), whose test part is
+    all of that corpus and whose training part is all the other corpora. Protocol ``leave-one-corpus-out``.
 ``file:PATH``
     Predefined folds: a CSV with columns ``utt_id,fold`` (the rows of a fold are its test part, the rows of
     the other folds its training part) or ``utt_id,fold,role`` (role ``train``/``valid``/``test`` given
     per fold), a JSON ``{"folds": [{"train": [...], "valid": [...], "test": [...]}]}`` (``valid``
     optional), or a split file written by :meth:`Split.save`. Whether it is speaker-independent is
     inferred from the folds unless ``speaker_independent=`` is given (then it is checked).
+
+A new strategy is one class: subclass :class:`SplitStrategy`, set its class attributes, write
+:meth:`SplitStrategy.folds`, and :func:`register_strategy` it, or ship it in a package as an entry point of
+the group ``sertool.splits`` (see :mod:`sertool.plugins`); :func:`get_strategy` finds the built-ins first,
+then the plugins. Every split it makes is checked for leakage like the built-ins'.
 
 Design decisions:
 
@@ -64,11 +75,12 @@ import math
 import os
 import re
 import threading
+from abc import ABC, abstractmethod
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -78,14 +90,30 @@ from sertool.data.manifest import manifest_hash, validate_manifest
 from sertool.exceptions import LeakageError, ParameterError, SplitError
 
 __all__ = [
+    "PLUGIN_GROUP",
+    "REQUIRED",
     "ROLES",
     "STRATEGIES",
+    "CrossCorpus",
+    "FileSplit",
     "Fold",
+    "LeaveOneCorpusOut",
+    "LeaveOneSessionOut",
+    "LeaveOneSpeakerOut",
+    "RandomHoldout",
+    "RandomKFold",
+    "SpeakerKFold",
     "Split",
+    "SplitStrategy",
     "check_split",
+    "get_strategy",
+    "list_strategies",
     "make_split",
+    "register_strategy",
     "rows_hash",
     "split_summary",
+    "strategy_class",
+    "unregister_strategy",
 ]
 
 log = logging.getLogger(__name__)
@@ -93,19 +121,8 @@ log = logging.getLogger(__name__)
 FORMAT = "sertool-split"
 FORMAT_VERSION = 1
 ROLES: tuple[str, ...] = ("train", "valid", "test")
-
-#: Strategy names (as the CLI spells them) and one-line descriptions.
-STRATEGIES: dict[str, str] = {
-    "random-holdout": "stratified train/test over utterances (test_fraction=0.2); speaker-dependent",
-    "random-<k>fold": "stratified k-fold over utterances; speaker-dependent",
-    "speaker-<k>fold": "k folds of whole speakers, balanced speaker counts and genders; speaker-independent",
-    "loso": "leave one speaker out; speaker-independent",
-    "loso-session": "leave one session out (column 'session', IEMOCAP); speaker-independent",
-    "cross-corpus": "train on train_corpus, test on test_corpus (one fold)",
-    "file:PATH": "predefined folds from a CSV (utt_id,fold[,role]) or a JSON split file",
-}
-
-_KFOLD = re.compile(r"^(random|speaker)-(\d+)fold$")
+#: The entry-point group of split-strategy plugins (:mod:`sertool.plugins`).
+PLUGIN_GROUP = "sertool.splits"
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -199,6 +216,20 @@ class Split:
     def n_folds(self) -> int:
         """Number of folds."""
         return len(self.folds)
+
+    @property
+    def protocol(self) -> str:
+        """The protocol name the leaderboards print (``"speaker-independent"``, ``"cross-corpus"``, ...).
+
+        The :attr:`SplitStrategy.protocol` of the class that makes :attr:`strategy` (found by
+        :func:`strategy_class`, so a split read from a file gets it too); for a strategy that declares none
+        (predefined ``file`` folds) or that no installed class knows any more, ``"speaker-independent"`` or
+        ``"speaker-dependent"`` after :attr:`speaker_independent`.
+        """
+        cls = strategy_class(self.strategy)
+        if cls is not None and cls.protocol:
+            return cls.protocol
+        return _default_protocol(self.speaker_independent)
 
     def utt_ids(self) -> list[str]:
         """Sorted ``utt_id`` of every utterance used by any fold."""
@@ -450,7 +481,8 @@ def split_summary(split: Split, manifest: pd.DataFrame) -> dict[str, Any]:
     Returns
     -------
     dict
-        ``id, strategy, params, seed, speaker_independent, group_column, n_folds`` and ``folds``: a list of
+        ``id, strategy, protocol, params, seed, speaker_independent, group_column, n_folds`` and ``folds``,
+        one dict per fold:
         ``{index, n_train, n_valid, n_test, speakers: {role: [speaker, ...]}, labels: {role: {label: n}}}``.
     """
     rows = _prepare(manifest).set_index("utt_id")
@@ -470,6 +502,7 @@ def split_summary(split: Split, manifest: pd.DataFrame) -> dict[str, Any]:
     return {
         "id": split.id,
         "strategy": split.strategy,
+        "protocol": split.protocol,
         "params": split.params,
         "seed": split.seed,
         "speaker_independent": split.speaker_independent,
@@ -500,14 +533,16 @@ def make_split(
         its columns are used, never the audio.
     strategy : str
         ``random-holdout``, ``random-<k>fold``, ``speaker-<k>fold``, ``loso``, ``loso-session``,
-        ``cross-corpus`` or ``file:PATH``.
+        ``cross-corpus``, ``leave-one-corpus-out``, ``file:PATH``, or the name of a registered or plugin
+        :class:`SplitStrategy` (:func:`get_strategy`).
     seed : int, optional
         Seed of every random choice (non-negative).
     valid_fraction : float, optional
         Share of the training part moved to the validation part, in ``[0, 1)``; 0 disables it.
     **params
-        ``test_fraction`` (random-holdout, default 0.2); ``train_corpus`` and ``test_corpus``
-        (cross-corpus, required); ``speaker_independent`` (file, default: inferred).
+        The strategy's own parameters (its :attr:`SplitStrategy.params`): ``test_fraction``
+        (random-holdout, default 0.2); ``train_corpus`` and ``test_corpus`` (cross-corpus, required);
+        ``speaker_independent`` (file, default: inferred).
 
     Returns
     -------
@@ -527,66 +562,354 @@ def make_split(
     seed = int(seed)
     if not 0.0 <= float(valid_fraction) < 1.0:
         raise ParameterError(f"valid_fraction must be in [0, 1), got {valid_fraction!r}")
-    vf = float(valid_fraction)
     df = _prepare(manifest)
-    strategy = strategy.strip()
-
-    allowed: set[str] = set()
-    m = _KFOLD.match(strategy)
-    if strategy.startswith("file:"):
-        allowed = {"speaker_independent"}
-        _check_params(strategy, params, allowed)
-        split = _from_file(df, strategy[5:], seed=seed, valid_fraction=vf, **params)
-    else:
-        if strategy == "random-holdout":
-            allowed = {"test_fraction"}
-        elif strategy == "cross-corpus":
-            allowed = {"train_corpus", "test_corpus"}
-        elif not (m or strategy in ("loso", "loso-session")):
-            raise ParameterError(f"unknown split strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
-        _check_params(strategy, params, allowed)
-        if strategy == "random-holdout":
-            tf = float(params.get("test_fraction", 0.2))
-            if not 0.0 < tf < 1.0:
-                raise ParameterError(f"test_fraction must be in (0, 1), got {params.get('test_fraction')!r}")
-            folds = _random_holdout(df, tf, vf, seed)
-            split_params: dict[str, Any] = {"test_fraction": tf, "valid_fraction": vf}
-            group, si = None, False
-        elif m and m.group(1) == "random":
-            k = int(m.group(2))
-            folds = _random_kfold(df, k, vf, seed)
-            split_params, group, si = {"k": k, "valid_fraction": vf}, None, False
-        elif m:
-            k = int(m.group(2))
-            folds = _speaker_kfold(df, k, vf, seed)
-            split_params, group, si = {"k": k, "valid_fraction": vf}, "speaker", True
-        elif strategy == "loso":
-            folds = _leave_one_group_out(df, "speaker", vf, seed)
-            split_params, group, si = {"valid_fraction": vf}, "speaker", True
-        elif strategy == "loso-session":
-            if "session" not in df.columns:
-                raise ParameterError("loso-session needs a 'session' column in the manifest (IEMOCAP)")
-            folds = _leave_one_group_out(df, "session", vf, seed)
-            split_params, group, si = {"valid_fraction": vf}, "session", True
-        else:
-            folds, split_params = _cross_corpus(df, params, vf, seed)
-            group, si = "corpus", True
-        split = _build(df, strategy, split_params, seed, group, si, folds)
+    split = get_strategy(strategy).make(df, seed=seed, valid_fraction=float(valid_fraction), params=params)
     split.check(df)
     log.info("made split %s: %d fold(s)", split.id, split.n_folds)
     return split
 
 
-def _check_params(strategy: str, params: dict[str, Any], allowed: set[str]) -> None:
-    unknown = sorted(set(params) - allowed)
-    if unknown:
-        raise ParameterError(
-            f"split strategy {strategy!r} takes no parameter {unknown[0]!r}"
-            + (f" (it takes: {', '.join(sorted(allowed))})" if allowed else "")
+# ----------------------------------------------------------------------------------------------------------
+# strategies: the base class and the registry
+
+
+class _Required:
+    """Type of :data:`REQUIRED`."""
+
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+#: Default of a :attr:`SplitStrategy.params` entry that has none: the caller must give it.
+REQUIRED: Any = _Required()
+
+_Parts = tuple[np.ndarray, np.ndarray, np.ndarray]  # row positions of train, valid, test
+_PLACEHOLDER = re.compile(r"<([a-z_][a-z0-9_]*)>")
+
+
+def _default_protocol(speaker_independent: bool) -> str:
+    return "speaker-independent" if speaker_independent else "speaker-dependent"
+
+
+class SplitStrategy(ABC):
+    """One way of cutting a manifest into folds; subclass it to add a strategy (one class).
+
+    Class attributes declare the strategy; :meth:`folds` computes it. :meth:`make` (called by
+    :func:`make_split`) checks and completes the parameters, calls :meth:`folds` and wraps the result in a
+    :class:`Split`, which :func:`make_split` then checks for leakage.
+
+    Attributes
+    ----------
+    name : str
+        The name the CLI accepts, or a pattern with integer placeholders (``"speaker-<k>fold"``): an instance
+        made from ``"speaker-6fold"`` has ``args == {"k": 6}``, and the values are recorded in
+        :attr:`Split.params`.
+    description : str
+        One line for listings.
+    params : Mapping
+        The parameters the strategy takes (names the caller may pass to :func:`make_split`) with their
+        defaults, :data:`REQUIRED` where there is none.
+    group_column : str or None
+        Manifest column whose values never straddle test and train/valid (``"speaker"``, ``"session"``,
+        ``"corpus"``); ``None`` for utterance-level strategies. :meth:`Split.check` enforces it.
+    speaker_independent : bool
+        Whether no speaker may be in two parts of a fold (then :meth:`Split.check` enforces it).
+    protocol : str or None
+        What the leaderboards print for splits of this strategy (``"speaker-independent"``,
+        ``"speaker-dependent"``, ``"cross-corpus"``, ...); ``None`` for one decided per split (from
+        :attr:`Split.speaker_independent`).
+    required_columns : tuple of str
+        Manifest columns beyond the standard ones the strategy reads.
+    strategy : str
+        (Instance) the concrete name the instance was made from, recorded as :attr:`Split.strategy`.
+    args : dict
+        (Instance) the placeholder values parsed from :attr:`strategy`.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    params: ClassVar[Mapping[str, Any]] = {}
+    group_column: ClassVar[str | None] = None
+    speaker_independent: ClassVar[bool] = False
+    protocol: ClassVar[str | None] = None
+    required_columns: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, strategy: str | None = None, **args: Any) -> None:
+        self.strategy = strategy if strategy is not None else self.name
+        self.args = args
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.strategy!r})"
+
+    # -- names -------------------------------------------------------------------------------------------
+
+    @classmethod
+    def match(cls, text: str) -> dict[str, Any] | None:
+        """The placeholder values of ``text`` if it names this strategy (``{}`` for a plain name), else None.
+
+        Placeholders of :attr:`name` (``<k>``) match digits and give ints; override for other name shapes.
+        """
+        parts = _PLACEHOLDER.split(cls.name)
+        regex = "".join(re.escape(p) if i % 2 == 0 else rf"(?P<{p}>\d+)" for i, p in enumerate(parts))
+        m = re.fullmatch(regex, text)
+        return None if m is None else {k: int(v) for k, v in m.groupdict().items()}
+
+    @classmethod
+    def from_name(cls, text: str) -> SplitStrategy | None:
+        """An instance for ``text`` if it names this strategy, else None."""
+        args = cls.match(text)
+        return None if args is None else cls(text, **args)
+
+    # -- making a split ----------------------------------------------------------------------------------
+
+    def resolve_params(self, params: Mapping[str, Any], df: pd.DataFrame) -> dict[str, Any]:
+        """The caller's parameters checked and completed with the defaults of :attr:`params`.
+
+        Parameters
+        ----------
+        params : Mapping
+            What the caller gave (``**params`` of :func:`make_split`).
+        df : pd.DataFrame
+            The prepared manifest (for messages that list what it holds).
+
+        Raises
+        ------
+        ParameterError
+            A parameter the strategy does not take (the message lists those it takes), or a required one
+            missing.
+        """
+        unknown = sorted(set(params) - set(self.params))
+        if unknown:
+            takes = ", ".join(self.params) if self.params else "none"
+            raise ParameterError(
+                f"split strategy {self.strategy!r} takes no parameter {unknown[0]!r} (it takes: {takes})"
+            )
+        out = {k: params.get(k, default) for k, default in self.params.items()}
+        missing = [k for k, v in out.items() if v is REQUIRED]
+        if missing:
+            col = self.group_column
+            held = (
+                f" ({col} values in the manifest: {', '.join(sorted(set(df[col].astype(str))))})"
+                if col and col in df.columns
+                else ""
+            )
+            raise ParameterError(f"{self.strategy} needs {', '.join(f'{k}=' for k in missing)}{held}")
+        return out
+
+    def check_manifest(self, df: pd.DataFrame) -> None:
+        """Raise :class:`ParameterError` if the manifest lacks a column in :attr:`required_columns`."""
+        for col in (*self.required_columns, *([self.group_column] if self.group_column else [])):
+            if col not in df.columns:
+                raise ParameterError(f"{self.strategy} needs a {col!r} column in the manifest")
+
+    @abstractmethod
+    def folds(
+        self, df: pd.DataFrame, params: dict[str, Any], *, valid_fraction: float, seed: int
+    ) -> list[_Parts]:
+        """The folds of a prepared manifest, as row positions.
+
+        Parameters
+        ----------
+        df : pd.DataFrame
+            The manifest, validated and sorted by ``utt_id`` (row positions index it).
+        params : dict
+            :meth:`resolve_params` output.
+        valid_fraction : float
+            Share of each training part for validation, in ``[0, 1)``; carve it with
+            :func:`_carve_valid_by_speaker` (speaker-independent) or :func:`_carve_valid_random`.
+        seed : int
+            Seed; draw every random choice from ``_rng(seed, fold, ...)`` so splits are reproducible.
+
+        Returns
+        -------
+        list of tuple
+            Per fold, ``(train, valid, test)`` arrays of row positions of ``df``.
+        """
+
+    def carve_valid(
+        self, df: pd.DataFrame, train_rows: np.ndarray, valid_fraction: float, *, seed: int, fold: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Move part of a fold's training rows to its validation part, as the built-in strategies do.
+
+        Whole speakers (``max(1, round(valid_fraction * n))`` of the ``n`` training speakers, genders
+        alternating) when the strategy is :attr:`speaker_independent`, else a stratified random share of
+        the utterances (duplicate-audio groups kept whole).
+
+        Parameters
+        ----------
+        df : pd.DataFrame
+            The prepared manifest :meth:`folds` received.
+        train_rows : np.ndarray
+            Row positions of the fold's training part.
+        valid_fraction : float
+            Share to move; 0 gives an empty validation part.
+        seed, fold : int
+            The split's seed and the fold's index (the random choices depend on both).
+
+        Returns
+        -------
+        tuple of np.ndarray
+            ``(train, valid)`` row positions.
+        """
+        if self.speaker_independent:
+            return _carve_valid_by_speaker(
+                train_rows, _speaker_groups(df), valid_fraction, _rng(seed, fold, 2)
+            )
+        return _carve_valid_random(df, train_rows, valid_fraction, _state(seed, fold, 2))
+
+    def recorded_params(self, params: dict[str, Any], valid_fraction: float) -> dict[str, Any]:
+        """:attr:`Split.params` of a split: name arguments, then parameters, then ``valid_fraction``."""
+        return {**self.args, **params, "valid_fraction": valid_fraction}
+
+    def make(self, df: pd.DataFrame, *, seed: int, valid_fraction: float, params: Mapping[str, Any]) -> Split:
+        """The (not yet checked) split of a prepared manifest; :func:`make_split` is the public entry."""
+        resolved = self.resolve_params(params, df)
+        self.check_manifest(df)
+        parts = self.folds(df, resolved, valid_fraction=valid_fraction, seed=seed)
+        return _build(
+            df,
+            self.strategy,
+            self.recorded_params(resolved, valid_fraction),
+            seed,
+            self.group_column,
+            bool(self.speaker_independent),
+            parts,
         )
 
 
-_Parts = tuple[np.ndarray, np.ndarray, np.ndarray]  # row positions of train, valid, test
+_REGISTRY: dict[str, type[SplitStrategy]] = {}
+_BAD_PLUGINS: dict[str, str] = {}
+
+
+def register_strategy(cls: type[SplitStrategy], *, replace: bool = False) -> type[SplitStrategy]:
+    """Add a strategy class to the registry under its :attr:`~SplitStrategy.name` (usable as a decorator).
+
+    Parameters
+    ----------
+    cls : type
+        A concrete :class:`SplitStrategy` subclass.
+    replace : bool, optional
+        Replace a class already registered under that name (otherwise an error).
+
+    Returns
+    -------
+    type
+        ``cls``.
+
+    Raises
+    ------
+    ParameterError
+        Not a concrete subclass, no name, or a name taken (without ``replace``).
+    """
+    problem = _class_problem(cls)
+    if problem:
+        raise ParameterError(f"cannot register split strategy {cls!r}: {problem}")
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls and not replace:
+        raise ParameterError(
+            f"split strategy {cls.name!r} is already registered ({_REGISTRY[cls.name].__name__}); "
+            "pass replace=True to replace it"
+        )
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def unregister_strategy(name: str) -> None:
+    """Remove the strategy registered under ``name`` (a no-op if there is none)."""
+    _REGISTRY.pop(name, None)
+
+
+def _class_problem(obj: Any) -> str | None:
+    """Why ``obj`` cannot serve as a strategy class, or None."""
+    if not (isinstance(obj, type) and issubclass(obj, SplitStrategy)):
+        return f"a {type(obj).__name__}, not a sertool.splits.SplitStrategy subclass"
+    if getattr(obj, "__abstractmethods__", None):
+        return f"{obj.__name__} does not implement {', '.join(sorted(obj.__abstractmethods__))}"
+    if not isinstance(obj.name, str) or not obj.name:
+        return f"{obj.__name__} has no name"
+    if obj.protocol is not None and not (isinstance(obj.protocol, str) and obj.protocol):
+        return f"{obj.__name__}.protocol must be a non-empty str or None"
+    if not isinstance(obj.params, Mapping):
+        return f"{obj.__name__}.params must be a mapping of parameter names to defaults"
+    return None
+
+
+def _plugin_strategies() -> dict[str, type[SplitStrategy]]:
+    """Usable strategy classes of the ``sertool.splits`` plugins, by entry-point name.
+
+    Plugins whose object is not a strategy class, or that reuse a built-in name, are left out with one
+    warning each; a plugin that failed to import was already reported by :func:`sertool.plugins.load_group`.
+    """
+    from sertool import plugins
+
+    out: dict[str, type[SplitStrategy]] = {}
+    for entry, obj in plugins.load_group(PLUGIN_GROUP).items():
+        problem = _class_problem(obj)
+        if problem is None and obj.name in _REGISTRY and _REGISTRY[obj.name] is not obj:
+            problem = f"it reuses the name {obj.name!r} of a registered strategy, which wins"
+        if problem is not None:
+            if _BAD_PLUGINS.get(entry) != problem:
+                _BAD_PLUGINS[entry] = problem
+                log.warning("split-strategy plugin %r is left out: %s", entry, problem)
+            continue
+        out[entry] = obj
+    return out
+
+
+def _find(name: str) -> SplitStrategy | None:
+    """The strategy that ``name`` names: registered classes first (in order), then plugins."""
+    for cls in _REGISTRY.values():
+        found = cls.from_name(name)
+        if found is not None:
+            return found
+    for entry, cls in _plugin_strategies().items():
+        try:
+            found = cls.from_name(name)
+        except Exception as exc:  # a plugin's bug must not hide the other strategies
+            log.warning(
+                "split-strategy plugin %r failed on name %r: %s: %s", entry, name, type(exc).__name__, exc
+            )
+            continue
+        if found is not None:
+            return found
+    return None
+
+
+def get_strategy(name: str) -> SplitStrategy:
+    """The strategy instance a name asks for (``"loso"``, ``"speaker-6fold"`` with ``args == {"k": 6}``).
+
+    Registered strategies (the built-ins, and any :func:`register_strategy` added) are looked up first,
+    then the classes of the installed ``sertool.splits`` plugins.
+
+    Raises
+    ------
+    ParameterError
+        No strategy has that name (the message lists the known ones).
+    """
+    text = str(name).strip()
+    found = _find(text)
+    if found is None:
+        from sertool import plugins
+
+        broken = plugins.plugin_errors().get((PLUGIN_GROUP, text.lower()))
+        raise ParameterError(
+            f"unknown split strategy {text!r}; known: {', '.join(list_strategies())}"
+            + (f"; the plugin {text.lower()!r} failed to load: {broken}" if broken else "")
+        )
+    return found
+
+
+def strategy_class(name: str) -> type[SplitStrategy] | None:
+    """The class of strategy ``name`` (as :attr:`Split.strategy` records it), or None if none knows it."""
+    found = _find(str(name).strip())
+    return None if found is None else type(found)
+
+
+def list_strategies() -> dict[str, type[SplitStrategy]]:
+    """Every strategy by name (or name pattern): the registered ones, then the plugins' classes."""
+    out = dict(_REGISTRY)
+    for cls in _plugin_strategies().values():
+        out.setdefault(cls.name, cls)
+    return out
 
 
 def _build(
@@ -920,40 +1243,6 @@ def _leave_one_group_out(df: pd.DataFrame, col: str, vf: float, seed: int) -> li
     return out
 
 
-def _cross_corpus(
-    df: pd.DataFrame, params: dict[str, Any], vf: float, seed: int
-) -> tuple[list[_Parts], dict[str, Any]]:
-    present = sorted(set(df["corpus"].astype(str)))
-    chosen = {}
-    for key in ("train_corpus", "test_corpus"):
-        value = params.get(key)
-        if value is None:
-            raise ParameterError(f"cross-corpus needs {key}= (corpora in the manifest: {', '.join(present)})")
-        if str(value) not in present:
-            raise ParameterError(
-                f"cross-corpus: {key}={value!r} is not in the manifest ({', '.join(present)})"
-            )
-        chosen[key] = str(value)
-    if chosen["train_corpus"] == chosen["test_corpus"]:
-        raise ParameterError(
-            f"cross-corpus: train_corpus and test_corpus are both {chosen['train_corpus']!r}"
-        )
-    corpus = df["corpus"].astype(str).to_numpy()
-    rows = np.arange(len(df))
-    test = rows[corpus == chosen["test_corpus"]]
-    train_rows = rows[corpus == chosen["train_corpus"]]
-    test_dups = set(df["dup_group"].iloc[test]) - {""}
-    dup_in_train = df["dup_group"].iloc[train_rows].isin(test_dups).to_numpy()
-    if dup_in_train.any():
-        log.warning(
-            "cross-corpus: %d training utterance(s) duplicate test audio and are left out",
-            int(dup_in_train.sum()),
-        )
-        train_rows = train_rows[~dup_in_train]
-    train, valid = _carve_valid_by_speaker(train_rows, _speaker_groups(df), vf, _rng(seed, 0, 2))
-    return [(train, valid, test)], {**chosen, "valid_fraction": vf}
-
-
 # -- predefined folds ---------------------------------------------------------------------------------------
 
 
@@ -1069,3 +1358,248 @@ def _read_fold_csv(path: Path) -> list[tuple[str, list[str], list[str] | None, l
         else:
             out.append((label, sub["utt_id"].tolist(), None, None))
     return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the built-in strategies
+
+
+def _corpus_fold(
+    df: pd.DataFrame,
+    test: np.ndarray,
+    train_rows: np.ndarray,
+    speakers: tuple[np.ndarray, dict[str, str]],
+    vf: float,
+    rng: np.random.Generator,
+    what: str,
+) -> _Parts:
+    """One corpus-level fold: training rows that duplicate test audio are left out, validation by speaker."""
+    test_dups = set(df["dup_group"].iloc[test]) - {""}
+    dup_in_train = df["dup_group"].iloc[train_rows].isin(test_dups).to_numpy()
+    if dup_in_train.any():
+        log.warning(
+            "%s: %d training utterance(s) duplicate test audio and are left out",
+            what,
+            int(dup_in_train.sum()),
+        )
+        train_rows = train_rows[~dup_in_train]
+    train, valid = _carve_valid_by_speaker(train_rows, speakers, vf, rng)
+    return train, valid, test
+
+
+class RandomHoldout(SplitStrategy):
+    """One stratified train/test split over utterances; speaker-dependent."""
+
+    name = "random-holdout"
+    description = "stratified train/test over utterances (test_fraction=0.2); speaker-dependent"
+    params: ClassVar[Mapping[str, Any]] = {"test_fraction": 0.2}
+    protocol = "speaker-dependent"
+
+    def resolve_params(self, params: Mapping[str, Any], df: pd.DataFrame) -> dict[str, Any]:
+        """See :meth:`SplitStrategy.resolve_params`; ``test_fraction`` must be in (0, 1)."""
+        value = super().resolve_params(params, df)["test_fraction"]
+        try:
+            tf = float(value)
+        except (TypeError, ValueError):
+            tf = math.nan
+        if not 0.0 < tf < 1.0:
+            raise ParameterError(f"test_fraction must be in (0, 1), got {value!r}")
+        return {"test_fraction": tf}
+
+    def folds(
+        self, df: pd.DataFrame, params: dict[str, Any], *, valid_fraction: float, seed: int
+    ) -> list[_Parts]:
+        """See :meth:`SplitStrategy.folds`."""
+        return _random_holdout(df, params["test_fraction"], valid_fraction, seed)
+
+
+class RandomKFold(SplitStrategy):
+    """Stratified k-fold over utterances (duplicate-audio groups kept whole); speaker-dependent."""
+
+    name = "random-<k>fold"
+    description = "stratified k-fold over utterances; speaker-dependent"
+    protocol = "speaker-dependent"
+
+    def folds(
+        self, df: pd.DataFrame, params: dict[str, Any], *, valid_fraction: float, seed: int
+    ) -> list[_Parts]:
+        """See :meth:`SplitStrategy.folds`."""
+        return _random_kfold(df, self.args["k"], valid_fraction, seed)
+
+
+class SpeakerKFold(SplitStrategy):
+    """k folds of whole speakers with balanced speaker counts, genders and labels."""
+
+    name = "speaker-<k>fold"
+    description = "k folds of whole speakers, balanced speaker counts and genders; speaker-independent"
+    group_column = "speaker"
+    speaker_independent = True
+    protocol = "speaker-independent"
+
+    def folds(
+        self, df: pd.DataFrame, params: dict[str, Any], *, valid_fraction: float, seed: int
+    ) -> list[_Parts]:
+        """See :meth:`SplitStrategy.folds`."""
+        return _speaker_kfold(df, self.args["k"], valid_fraction, seed)
+
+
+class LeaveOneSpeakerOut(SplitStrategy):
+    """One fold per speaker."""
+
+    name = "loso"
+    description = "leave one speaker out; speaker-independent"
+    group_column = "speaker"
+    speaker_independent = True
+    protocol = "speaker-independent"
+
+    def folds(
+        self, df: pd.DataFrame, params: dict[str, Any], *, valid_fraction: float, seed: int
+    ) -> list[_Parts]:
+        """See :meth:`SplitStrategy.folds`."""
+        return _leave_one_group_out(df, "speaker", valid_fraction, seed)
+
+
+class LeaveOneSessionOut(SplitStrategy):
+    """One fold per value of the ``session`` column (IEMOCAP)."""
+
+    name = "loso-session"
+    description = "leave one session out (column 'session', IEMOCAP); speaker-independent"
+    group_column = "session"
+    speaker_independent = True
+    protocol = "speaker-independent"
+
+    def folds(
+        self, df: pd.DataFrame, params: dict[str, Any], *, valid_fraction: float, seed: int
+    ) -> list[_Parts]:
+        """See :meth:`SplitStrategy.folds`."""
+        return _leave_one_group_out(df, "session", valid_fraction, seed)
+
+
+class CrossCorpus(SplitStrategy):
+    """One fold: train on one corpus of a merged manifest, test on another."""
+
+    name = "cross-corpus"
+    description = "train on train_corpus, test on test_corpus (one fold)"
+    params: ClassVar[Mapping[str, Any]] = {"train_corpus": REQUIRED, "test_corpus": REQUIRED}
+    group_column = "corpus"
+    speaker_independent = True
+    protocol = "cross-corpus"
+
+    def resolve_params(self, params: Mapping[str, Any], df: pd.DataFrame) -> dict[str, Any]:
+        """See :meth:`SplitStrategy.resolve_params`; both corpora must be in the manifest and differ."""
+        out = super().resolve_params(params, df)
+        present = sorted(set(df["corpus"].astype(str)))
+        for key, value in out.items():
+            if str(value) not in present:
+                raise ParameterError(
+                    f"{self.strategy}: {key}={value!r} is not in the manifest ({', '.join(present)})"
+                )
+        chosen = {k: str(v) for k, v in out.items()}
+        if chosen["train_corpus"] == chosen["test_corpus"]:
+            raise ParameterError(
+                f"{self.strategy}: train_corpus and test_corpus are both {chosen['train_corpus']!r}"
+            )
+        return chosen
+
+    def folds(
+        self, df: pd.DataFrame, params: dict[str, Any], *, valid_fraction: float, seed: int
+    ) -> list[_Parts]:
+        """See :meth:`SplitStrategy.folds`."""
+        corpus = df["corpus"].astype(str).to_numpy()
+        rows = np.arange(len(df))
+        test, train = rows[corpus == params["test_corpus"]], rows[corpus == params["train_corpus"]]
+        speakers = _speaker_groups(df)
+        return [_corpus_fold(df, test, train, speakers, valid_fraction, _rng(seed, 0, 2), self.strategy)]
+
+
+class LeaveOneCorpusOut(SplitStrategy):
+    """One fold per corpus of a merged manifest: test on all of it, train on all the other corpora.
+
+    Folds follow the sorted corpus names, which :attr:`Split.params` records as ``corpora``. Training rows
+    that duplicate a test clip's audio are left out (with a warning); the validation part is whole speakers of
+    the training corpora. Speakers are corpus-prefixed, so the split is speaker-independent.
+    """
+
+    name = "leave-one-corpus-out"
+    description = "one fold per corpus of a merged manifest: test on it, train on the others"
+    group_column = "corpus"
+    speaker_independent = True
+    protocol = "leave-one-corpus-out"
+
+    def resolve_params(self, params: Mapping[str, Any], df: pd.DataFrame) -> dict[str, Any]:
+        """See :meth:`SplitStrategy.resolve_params`; adds ``corpora`` (sorted), at least two of them."""
+        out = super().resolve_params(params, df)
+        corpora = sorted(set(df["corpus"].astype(str)))
+        if len(corpora) < 2:
+            raise ParameterError(
+                f"{self.strategy} needs a merged manifest of at least 2 corpora (column 'corpus'); this one "
+                f"holds only {corpora[0]!r} (merge corpora: --corpus a,b --root A,B; or use loso)"
+            )
+        return {**out, "corpora": corpora}
+
+    def folds(
+        self, df: pd.DataFrame, params: dict[str, Any], *, valid_fraction: float, seed: int
+    ) -> list[_Parts]:
+        """See :meth:`SplitStrategy.folds`."""
+        corpus = df["corpus"].astype(str).to_numpy()
+        rows = np.arange(len(df))
+        speakers = _speaker_groups(df)
+        return [
+            _corpus_fold(
+                df,
+                rows[corpus == name],
+                rows[corpus != name],
+                speakers,
+                valid_fraction,
+                _rng(seed, i, 2),
+                f"{self.strategy}, fold {i} ({name})",
+            )
+            for i, name in enumerate(params["corpora"])
+        ]
+
+
+class FileSplit(SplitStrategy):
+    """Predefined folds from a file (``file:PATH``); see the module docstring for the formats.
+
+    Whether its splits are speaker-independent is decided per file, so it declares no protocol: a split's
+    :attr:`Split.protocol` follows its :attr:`Split.speaker_independent`.
+    """
+
+    name = "file:PATH"
+    description = "predefined folds from a CSV (utt_id,fold[,role]) or a JSON split file"
+    params: ClassVar[Mapping[str, Any]] = {"speaker_independent": None}
+    protocol = None
+
+    @classmethod
+    def match(cls, text: str) -> dict[str, Any] | None:
+        """``file:PATH`` (and ``file``, the strategy recorded in the splits it makes)."""
+        if text.startswith("file:"):
+            return {"path": text[5:]}
+        return {"path": ""} if text == "file" else None
+
+    def folds(
+        self, df: pd.DataFrame, params: dict[str, Any], *, valid_fraction: float, seed: int
+    ) -> list[_Parts]:
+        """Not used: :meth:`make` reads the file (which may hold a whole saved split)."""
+        raise NotImplementedError("FileSplit makes its split in make()")
+
+    def make(self, df: pd.DataFrame, *, seed: int, valid_fraction: float, params: Mapping[str, Any]) -> Split:
+        """See :meth:`SplitStrategy.make`."""
+        resolved = self.resolve_params(params, df)
+        return _from_file(df, self.args["path"], seed=seed, valid_fraction=valid_fraction, **resolved)
+
+
+for _cls in (
+    RandomHoldout,
+    RandomKFold,
+    SpeakerKFold,
+    LeaveOneSpeakerOut,
+    LeaveOneSessionOut,
+    CrossCorpus,
+    LeaveOneCorpusOut,
+    FileSplit,
+):
+    register_strategy(_cls)
+
+#: The built-in strategy names (as the CLI spells them) and one-line descriptions.
+STRATEGIES: dict[str, str] = {name: cls.description for name, cls in _REGISTRY.items()}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -11,7 +13,22 @@ import pytest
 
 from sertool.data.manifest import MANIFEST_COLUMNS
 from sertool.exceptions import LeakageError, ParameterError, SplitError
-from sertool.splits import Fold, Split, check_split, make_split, rows_hash, split_summary
+from sertool.splits import (
+    PLUGIN_GROUP,
+    STRATEGIES,
+    Fold,
+    Split,
+    SplitStrategy,
+    check_split,
+    get_strategy,
+    list_strategies,
+    make_split,
+    register_strategy,
+    rows_hash,
+    split_summary,
+    strategy_class,
+    unregister_strategy,
+)
 
 LABELS = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
 
@@ -405,6 +422,337 @@ def test_summary_and_fold_frame(rav):
 def test_bad_parameters(rav, strategy, kwargs, match):
     with pytest.raises(ParameterError, match=match):
         make_split(rav, strategy, **kwargs)
+
+
+# -- strategy classes, registry, protocol -------------------------------------------------------------------
+
+
+def _tess() -> pd.DataFrame:
+    return _frame(
+        [
+            _row(f"tess/{spk}_{i}", f"tess-{spk}", LABELS[i % 8], corpus="tess", gender="female")
+            for spk in ("OAF", "YAF")
+            for i in range(50)
+        ]
+    )
+
+
+def _iemocap_like() -> pd.DataFrame:
+    rows = []
+    for sess in range(1, 6):
+        for g, sex in (("F", "female"), ("M", "male")):
+            rows += [
+                _row(
+                    f"iemocap/Ses0{sess}{g}_{i:03d}",
+                    f"iemocap-Ses0{sess}{g}",
+                    LABELS[i % 4],
+                    corpus="iemocap",
+                    gender=sex,
+                    session=sess,
+                )
+                for i in range(40)
+            ]
+    return _frame(rows)
+
+
+# ids made by the string-branch make_split before strategies became classes (commit c7b69a6); results on disk
+# are keyed by them, so these must never change
+IDS_BEFORE_CLASSES = [
+    ("rav", "speaker-6fold", 0, 0.1, {}, "speaker-6fold-54361d241a"),
+    ("rav", "random-5fold", 0, 0.1, {}, "random-5fold-c7f86c4c45"),
+    ("rav", "random-holdout", 0, 0.1, {}, "random-holdout-c997467634"),
+    ("rav", "random-holdout", 3, 0.0, {"test_fraction": 0.1}, "random-holdout-87a2cc2960"),
+    ("rav", "loso", 0, 0.1, {}, "loso-1b240d8275"),
+    ("iemocap", "loso-session", 0, 0.1, {}, "loso-session-8f5ad2f39b"),
+    (
+        "both",
+        "cross-corpus",
+        0,
+        0.1,
+        {"train_corpus": "ravdess", "test_corpus": "tess"},
+        "cross-corpus-77764b7d56",
+    ),
+    (
+        "both",
+        "cross-corpus",
+        0,
+        0.0,
+        {"train_corpus": "tess", "test_corpus": "ravdess"},
+        "cross-corpus-7bb7986e72",
+    ),
+]
+
+
+@pytest.mark.parametrize(("data", "strategy", "seed", "vf", "params", "expected"), IDS_BEFORE_CLASSES)
+def test_split_ids_are_those_of_the_string_branch_version(rav, data, strategy, seed, vf, params, expected):
+    df = {"rav": rav, "iemocap": _iemocap_like(), "both": pd.concat([rav, _tess()], ignore_index=True)}[data]
+    assert make_split(df, strategy, seed=seed, valid_fraction=vf, **params).id == expected
+
+
+BUILT_IN = {  # name: (group_column, speaker_independent, protocol, params)
+    "random-holdout": (None, False, "speaker-dependent", {"test_fraction": 0.2}),
+    "random-<k>fold": (None, False, "speaker-dependent", {}),
+    "speaker-<k>fold": ("speaker", True, "speaker-independent", {}),
+    "loso": ("speaker", True, "speaker-independent", {}),
+    "loso-session": ("session", True, "speaker-independent", {}),
+    "cross-corpus": ("corpus", True, "cross-corpus", {"train_corpus", "test_corpus"}),
+    "leave-one-corpus-out": ("corpus", True, "leave-one-corpus-out", {}),
+    "file:PATH": (None, False, None, {"speaker_independent": None}),
+}
+
+
+def test_built_in_strategies_declare_grouping_protocol_and_parameters():
+    registered = list_strategies()
+    assert list(registered)[: len(BUILT_IN)] == list(BUILT_IN) == list(STRATEGIES)
+    for name, (group, si, protocol, params) in BUILT_IN.items():
+        cls = registered[name]
+        assert issubclass(cls, SplitStrategy) and cls.description == STRATEGIES[name]
+        assert (cls.group_column, cls.speaker_independent, cls.protocol) == (group, si, protocol), name
+        assert (set(cls.params) if isinstance(params, set) else dict(cls.params)) == params, name
+    assert get_strategy("speaker-6fold").args == {"k": 6} and get_strategy("random-10fold").args == {"k": 10}
+    assert get_strategy(" loso ").strategy == "loso" and get_strategy("loso-session").args == {}
+    assert get_strategy("file:/x/folds.csv").args == {"path": "/x/folds.csv"}
+    assert strategy_class("speaker-3fold").__name__ == "SpeakerKFold" and strategy_class("hand") is None
+    with pytest.raises(
+        ParameterError, match=r"unknown split strategy 'speaker-fold'; known: random-holdout, "
+    ):
+        get_strategy("speaker-fold")
+
+
+def test_split_protocol_comes_from_the_strategy_also_after_loading(rav, tmp_path):
+    both = pd.concat([rav, _tess()], ignore_index=True)
+    cases = {
+        "speaker-6fold": (rav, {}, "speaker-independent"),
+        "random-5fold": (rav, {}, "speaker-dependent"),
+        "random-holdout": (rav, {}, "speaker-dependent"),
+        "cross-corpus": (both, {"train_corpus": "tess", "test_corpus": "ravdess"}, "cross-corpus"),
+        "leave-one-corpus-out": (both, {}, "leave-one-corpus-out"),
+    }
+    for strategy, (df, params, protocol) in cases.items():
+        split = make_split(
+            df, strategy, seed=0, valid_fraction=0.0 if "corpus" in strategy else 0.1, **params
+        )
+        loaded = Split.load(split.save(tmp_path / f"{strategy}.json"))
+        assert split.protocol == loaded.protocol == protocol, strategy
+        assert split_summary(split, df)["protocol"] == protocol
+        assert "protocol" not in split.to_dict()  # not part of the stored (hashed) content
+    # no class declares a protocol (predefined folds, or a strategy no installed class knows): from the flag
+    spk = rav.set_index("utt_id")["speaker"]
+    a01, a02, a03 = (spk.index[spk == f"ravdess-0{i}"] for i in (1, 2, 3))
+    assert _hand_made(rav, a01, a02, a03, si=True).protocol == "speaker-independent"
+    assert _hand_made(rav, a01, a02, a03, si=False).protocol == "speaker-dependent"
+    fold_of = {f"ravdess-{a:02d}": (a - 1) // 8 for a in range(1, 25)}
+    path = tmp_path / "folds.csv"
+    pd.DataFrame({"utt_id": rav["utt_id"], "fold": rav["speaker"].map(fold_of)}).to_csv(path, index=False)
+    assert make_split(rav, f"file:{path}").protocol == "speaker-independent"
+
+
+def test_unknown_parameters_are_named_with_the_allowed_ones(rav):
+    with pytest.raises(
+        ParameterError, match=r"'random-holdout' takes no parameter 'k' \(it takes: test_fraction\)"
+    ):
+        make_split(rav, "random-holdout", k=3)
+    with pytest.raises(ParameterError, match=r"'loso' takes no parameter 'train_corpus' \(it takes: none\)"):
+        make_split(rav, "loso", train_corpus="ravdess")
+    with pytest.raises(ParameterError, match=r"test_fraction must be in \(0, 1\), got 'a lot'"):
+        make_split(rav, "random-holdout", test_fraction="a lot")
+    with pytest.raises(
+        ParameterError, match=r"cross-corpus needs train_corpus=, test_corpus= \(corpus values"
+    ):
+        make_split(rav, "cross-corpus")
+
+
+# -- leave-one-corpus-out ----------------------------------------------------------------------------------
+
+
+def _three_corpora() -> pd.DataFrame:
+    """alpha: 2 speakers x 10, beta: 3 x 6, gamma: 2 x 4; alpha/1-0 and gamma/2-0 are the same audio."""
+    rows = []
+    for corpus, n_spk, n_utt in (("alpha", 2, 10), ("beta", 3, 6), ("gamma", 2, 4)):
+        for s in range(1, n_spk + 1):
+            rows += [
+                _row(f"{corpus}/{s}-{i}", f"{corpus}-{s}", LABELS[i % 4], corpus=corpus, gender="mf"[s % 2])
+                for i in range(n_utt)
+            ]
+    df = _frame(rows)
+    df.loc[df["utt_id"].isin(["alpha/1-0", "gamma/2-0"]), "dup_group"] = "x" * 40
+    return df
+
+
+def test_leave_one_corpus_out_hand_worked():
+    df = _three_corpora()
+    ids = {c: set(df.loc[df["corpus"] == c, "utt_id"]) for c in ("alpha", "beta", "gamma")}
+    split = make_split(df, "leave-one-corpus-out", seed=0)
+    assert (split.n_folds, split.group_column, split.speaker_independent) == (3, "corpus", True)
+    assert split.params == {"corpora": ["alpha", "beta", "gamma"], "valid_fraction": 0.1}
+    assert split.protocol == "leave-one-corpus-out" and split.id.startswith("leave-one-corpus-out-")
+    expected_rest = {  # everything of the other corpora, less training clips that duplicate test audio
+        "alpha": (ids["beta"] | ids["gamma"]) - {"gamma/2-0"},
+        "beta": ids["alpha"] | ids["gamma"],
+        "gamma": (ids["alpha"] | ids["beta"]) - {"alpha/1-0"},
+    }
+    for f, corpus in zip(split.folds, ("alpha", "beta", "gamma"), strict=True):
+        assert set(f.test) == ids[corpus]
+        assert set(f.train) | set(f.valid) == expected_rest[corpus] and not set(f.train) & set(f.valid)
+        # one whole speaker to validation: max(1, round(0.1 * 5)), max(1, round(0.1 * 3)) groups
+        tr, va, te = (_speakers(df, p) for p in (f.train, f.valid, f.test))
+        assert not (tr & va or tr & te or va & te)
+        assert len(va) == 1 or va == {"alpha-1", "gamma-2"}  # these two share audio: one speaker group
+    no_valid = make_split(df, "leave-one-corpus-out", seed=0, valid_fraction=0.0)
+    assert [set(f.train) for f in no_valid.folds] == list(expected_rest.values())
+    assert all(f.valid == () for f in no_valid.folds)
+    assert make_split(df, "leave-one-corpus-out", seed=1).id != split.id
+
+
+def test_leave_one_corpus_out_needs_two_corpora(rav):
+    with pytest.raises(ParameterError, match=r"at least 2 corpora.*only 'ravdess'"):
+        make_split(rav, "leave-one-corpus-out")
+    with pytest.raises(ParameterError, match="takes no parameter 'test_corpus'"):
+        make_split(pd.concat([rav, _tess()]), "leave-one-corpus-out", test_corpus="tess")
+
+
+# -- a new strategy is one class ----------------------------------------------------------------------------
+
+
+class OddEvenSpeakers(SplitStrategy):
+    """Two folds: odd-numbered speakers against even-numbered ones (test odd first unless ``even_first``)."""
+
+    name = "odd-even"
+    description = "odd against even speaker numbers"
+    params: ClassVar[Mapping[str, Any]] = {"even_first": False}
+    group_column = "speaker"
+    speaker_independent = True
+    protocol = "odd-vs-even"
+
+    def folds(self, df, params, *, valid_fraction, seed):
+        odd = df["speaker"].str[-2:].astype(int).to_numpy() % 2 == 1
+        rows = np.arange(len(df))
+        order = (~odd, odd) if params["even_first"] else (odd, ~odd)
+        return [
+            (*self.carve_valid(df, rows[~is_test], valid_fraction, seed=seed, fold=i), rows[is_test])
+            for i, is_test in enumerate(order)
+        ]
+
+
+class LeakyOddEven(OddEvenSpeakers):
+    """OddEvenSpeakers with one test utterance moved to the training part: its speaker is on both sides."""
+
+    name = "leaky-odd-even"
+
+    def folds(self, df, params, *, valid_fraction, seed):
+        parts = super().folds(df, params, valid_fraction=valid_fraction, seed=seed)
+        return [(np.r_[train, test[:1]], valid, test[1:]) for train, valid, test in parts]
+
+
+@pytest.fixture
+def odd_even():
+    register_strategy(OddEvenSpeakers)
+    register_strategy(LeakyOddEven)
+    yield
+    unregister_strategy("odd-even")
+    unregister_strategy("leaky-odd-even")
+
+
+def test_a_new_strategy_is_one_registered_class(rav, odd_even, tmp_path):
+    split = make_split(rav, "odd-even", seed=0)
+    odd = {f"ravdess-{a:02d}" for a in range(1, 25, 2)}
+    assert split.n_folds == 2 and split.protocol == "odd-vs-even" and split.group_column == "speaker"
+    assert split.params == {"even_first": False, "valid_fraction": 0.1}
+    assert _speakers(rav, split.folds[0].test) == odd and not _speakers(rav, split.folds[1].test) & odd
+    for f in split.folds:
+        assert len(_speakers(rav, f.valid)) == 1  # round(0.1 * 12) whole speakers
+        assert not _speakers(rav, f.valid) & (_speakers(rav, f.train) | _speakers(rav, f.test))
+    flipped = make_split(rav, "odd-even", even_first=True)
+    assert flipped.folds[0].test == split.folds[1].test and flipped.id != split.id
+    assert Split.load(split.save(tmp_path / "s.json")).protocol == "odd-vs-even"
+    assert "odd-even" in list_strategies()
+    with pytest.raises(ParameterError, match=r"takes no parameter 'k' \(it takes: even_first\)"):
+        make_split(rav, "odd-even", k=2)
+    with pytest.raises(LeakageError, match=r"fold 0: speaker 'ravdess-01' is in both test and train"):
+        make_split(rav, "leaky-odd-even")
+    with pytest.raises(ParameterError, match="already registered"):
+        register_strategy(type("Other", (OddEvenSpeakers,), {}))
+    with pytest.raises(ParameterError, match="does not implement folds"):
+        register_strategy(type("NoFolds", (SplitStrategy,), {"name": "no-folds"}))
+
+
+def test_strategies_from_plugins(rav, monkeypatch, caplog):
+    import sertool.plugins
+
+    class Shadow(OddEvenSpeakers):
+        name = "loso"
+
+    found = {"odd-even": OddEvenSpeakers, "junk": 42, "shadow": Shadow}
+    real = sertool.plugins.load_group
+    monkeypatch.setattr(sertool.plugins, "load_group", lambda g: found if g == PLUGIN_GROUP else real(g))
+    assert "odd-even" not in STRATEGIES  # not registered: found through the plugin group
+    split = make_split(rav, "odd-even", seed=0, valid_fraction=0.0)
+    assert split.protocol == "odd-vs-even" and split.n_folds == 2
+    assert list(list_strategies())[-1] == "odd-even" and "junk" not in list_strategies()
+    assert "junk" in caplog.text and "not a sertool.splits.SplitStrategy subclass" in caplog.text
+    assert "shadow" in caplog.text  # reuses a built-in name: left out, the built-in wins
+    assert (
+        make_split(rav, "loso").n_folds == 24
+        and get_strategy("loso").__class__.__name__ == "LeaveOneSpeakerOut"
+    )
+    found["leaky"] = LeakyOddEven
+    with pytest.raises(LeakageError, match="is in both test and train"):  # checked like the built-ins
+        make_split(rav, "leaky-odd-even")
+    with pytest.raises(ParameterError, match=r"unknown split strategy 'nope'.*odd-even"):
+        make_split(rav, "nope")
+
+
+def test_split_command_takes_split_params_for_merged_corpora(demo_root, tmp_path, capsys):
+    """``sertool split --corpus demo,csv`` with cross-corpus parameters, and leave-one-corpus-out."""
+    from sertool.cli import main
+    from sertool.data.corpora.demo import generate_demo_corpus
+
+    other = generate_demo_corpus(tmp_path / "other", n_speakers=2, clips_per_class=3, seed=1)
+    wavs = sorted(other.rglob("*.wav"))
+    (other / "labels.csv").write_text(
+        "path,label,speaker\n"
+        + "".join(f"{w.relative_to(other)},{w.stem.split('_')[1]},{w.stem.split('_')[0]}\n" for w in wavs)
+    )
+    base = [
+        "split",
+        "--corpus",
+        "demo,csv",
+        "--root",
+        f"{demo_root},{other}",
+        "--results",
+        str(tmp_path / "r"),
+    ]
+    argv = [
+        *base,
+        "--strategy",
+        "cross-corpus",
+        "--split-params",
+        '{"train_corpus": "demo", "test_corpus": "csv"}',
+    ]
+    assert main([*argv, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert (out["protocol"], out["strategy"], out["n_folds"]) == ("cross-corpus", "cross-corpus", 1)
+    assert out["params"] == {"train_corpus": "demo", "test_corpus": "csv", "valid_fraction": 0.1}
+    (fold,) = out["folds"]
+    # demo_root: 4 speakers x 4 labels x 6 clips = 96 training clips, 1 speaker (24) of them for validation;
+    # csv: 2 speakers x 4 x 3 = 24 test clips
+    assert (fold["n_train"], fold["n_valid"], fold["n_test"]) == (72, 24, 24)
+    assert fold["speakers"]["test"] == ["csv-spk01", "csv-spk02"] and len(fold["speakers"]["valid"]) == 1
+    assert all(s.startswith("demo-") for s in fold["speakers"]["train"] + fold["speakers"]["valid"])
+    assert (tmp_path / "r" / "csv+demo" / out["split_id"] / "split.json").is_file()
+    assert main([*base, "--strategy", "leave-one-corpus-out", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["protocol"] == "leave-one-corpus-out" and out["params"]["corpora"] == ["csv", "demo"]
+    assert [(f["n_train"] + f["n_valid"], f["n_test"]) for f in out["folds"]] == [(96, 24), (24, 96)]
+    for params, message in (
+        ('{"train_corpus": "demo"}', "cross-corpus needs test_corpus="),
+        ('{"train_corpus": "demo", "test_corpus": "csv", "k": 2}', "takes no parameter 'k'"),
+        ('{"valid_fraction": 0.2}', "give valid_fraction as --valid-fraction"),
+        ("[1]", "--split-params must be a JSON object"),
+    ):
+        assert main([*base, "--strategy", "cross-corpus", "--split-params", params]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
 
 
 # -- real corpus ---------------------------------------------------------------------------------------------
