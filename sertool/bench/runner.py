@@ -124,13 +124,8 @@ def unit_paths(base: Path, view: str, model: str, fold: int) -> tuple[Path, Path
 
 
 def split_protocol(split: Any) -> str:
-    """The protocol name boards print: the split strategy's own (``split.protocol``) where it declares one."""
-    protocol = getattr(split, "protocol", None)
-    if isinstance(protocol, str) and protocol:
-        return protocol
-    if split.strategy.startswith("cross-corpus"):
-        return "cross-corpus"
-    return "speaker-independent" if split.speaker_independent else "speaker-dependent"
+    """The protocol name boards print: the split strategy's own (:attr:`sertool.splits.Split.protocol`)."""
+    return str(split.protocol)
 
 
 @dataclass(frozen=True)
