@@ -27,6 +27,7 @@ from sertool.exceptions import (
 
 _LAZY = {name: "sertool.splits" for name in ("Fold", "Split", "check_split", "make_split", "split_summary")}
 _LAZY["evaluate"] = "sertool.bench.suite"  # the suite: every corpus of a folder, one summary
+_LAZY.update({name: "sertool.bench.definition" for name in ("Benchmark", "SplitSpec", "run_benchmark")})
 
 
 def __getattr__(name: str) -> object:
@@ -40,6 +41,7 @@ def __getattr__(name: str) -> object:
 
 __all__ = [
     "AudioError",
+    "Benchmark",
     "CacheError",
     "CorpusError",
     "Fold",
@@ -50,6 +52,7 @@ __all__ = [
     "SertoolError",
     "Split",
     "SplitError",
+    "SplitSpec",
     "__version__",
     "apply_scheme",
     "build_manifest",
@@ -58,6 +61,7 @@ __all__ = [
     "load_audio",
     "load_manifest",
     "make_split",
+    "run_benchmark",
     "save_manifest",
     "split_summary",
     "summarize",

@@ -58,27 +58,20 @@ def _add_cache_arg(p: argparse.ArgumentParser) -> None:
 
 def _manifest_from_args(args: argparse.Namespace, *, jobs: int = 4) -> Any:
     """Build the manifest of ``--corpus/--root``; comma-separated lists merge several corpora."""
-    from sertool.data.manifest import ManifestBuild, build_manifest, merge_manifests
+    from sertool.bench.definition import build_corpora
 
     corpora = [c.strip() for c in str(args.corpus).split(",") if c.strip()]
     roots = [Path(r.strip()) for r in str(args.root).split(",") if r.strip()]
     if len(corpora) != len(roots):
         raise SertoolError(f"--corpus names {len(corpora)} corpora but --root gives {len(roots)} folders")
-    if len(corpora) > 1:
-        builds = [build_manifest(c, r, jobs=jobs) for c, r in zip(corpora, roots, strict=True)]
-        return ManifestBuild(
-            merge_manifests([b.manifest for b in builds]), [s for b in builds for s in b.skipped]
-        )
-
-    kwargs: dict[str, Any] = {}
-    if getattr(args, "csv", None):
-        kwargs["csv"] = args.csv
-    if getattr(args, "label_map", None):
-        try:
-            kwargs["label_map"] = json.loads(args.label_map)
-        except json.JSONDecodeError as exc:
-            raise SertoolError(f"--label-map is not valid JSON: {exc}") from None
-    return build_manifest(args.corpus, args.root, jobs=jobs, **kwargs)
+    label_map = getattr(args, "label_map", None)
+    return build_corpora(
+        corpora,
+        roots,
+        csv=getattr(args, "csv", None) or None,
+        label_map=_json_arg(label_map, "--label-map") if label_map else None,
+        jobs=jobs,
+    )
 
 
 def _schemed(manifest: Any, scheme: str) -> Any:
@@ -99,13 +92,8 @@ def _json_arg(text: str | None, flag: str) -> dict[str, Any]:
     return value
 
 
-def _dict_or_json(value: Any, flag: str) -> dict[str, Any]:
-    """A dict from a TOML definition, or JSON text from the command line."""
-    return value if isinstance(value, dict) else _json_arg(value, flag)
-
-
 def _augment_arg(value: Any) -> Any:
-    """``--augment``: a TOML table, a JSON object, comma-separated transform names, or ``none``."""
+    """``--augment``: a JSON object, comma-separated transform names, or ``none`` (``None``)."""
     if isinstance(value, str) and value.strip().lower() in ("", "none"):
         return None
     if isinstance(value, str) and value.lstrip().startswith("{"):
@@ -243,77 +231,71 @@ def cmd_features(args: argparse.Namespace) -> int:
     return EXIT_SKIPPED if skipped_any else EXIT_OK
 
 
-def _bench_splits(args: argparse.Namespace) -> list[tuple[str, dict[str, Any]]]:
-    """(strategy, params) of every split a bench run covers: ``--split`` (with ``--split-params``), or a TOML
-    list mixing strategy strings and tables ``{strategy = "cross-corpus", params = {...}}`` (one study under
-    several protocols)."""
-    items = args.split if isinstance(args.split, list) else [args.split]
-    out: list[tuple[str, dict[str, Any]]] = []
-    for item in items:
-        if isinstance(item, dict):
-            unknown = sorted(set(item) - {"strategy", "params"})
-            if unknown or not isinstance(item.get("strategy"), str):
-                raise SertoolError(f"split {item!r}: expected {{strategy = NAME, params = {{...}}}}")
-            out.append((item["strategy"], _dict_or_json(item.get("params"), "split params")))
-        else:
-            out.append((str(item), _json_arg(args.split_params, "--split-params")))
-    return out
+#: ``sertool bench`` flag (argparse dest) -> :class:`~sertool.bench.definition.Benchmark` field, for the flags
+#: whose value maps over unchanged; the others are converted in :func:`_bench_definition`.
+_BENCH_FLAGS: dict[str, str] = {
+    "corpus": "corpora",
+    "csv": "csv",
+    "scheme": "scheme",
+    "features": "features",
+    "models": "models",
+    "seed": "seed",
+    "valid_fraction": "valid_fraction",
+    "results": "results",
+    "cache": "cache",
+    "device": "device",
+    "jobs": "jobs",
+    "unit_jobs": "unit_jobs",
+    "scheduler": "scheduler",
+    "tune": "tune",
+    "force": "force",
+    "normalize": "normalize",
+    "min_duration": "min_duration",
+}
+
+
+def _bench_definition(args: argparse.Namespace) -> Any:
+    """The :class:`~sertool.bench.definition.Benchmark` of a ``bench`` command line: ``--config`` (or the
+    defaults), with every flag given on the command line (not ``None``) over it."""
+    from dataclasses import replace
+
+    from sertool.bench.definition import Benchmark, SplitSpec
+
+    bench = Benchmark.from_toml(args.config) if args.config is not None else Benchmark()
+    changes: dict[str, Any] = {
+        name: getattr(args, flag) for flag, name in _BENCH_FLAGS.items() if getattr(args, flag) is not None
+    }
+    if args.root is not None:
+        changes["roots"] = str(args.root)  # comma-separated folders, one per corpus
+    for flag in ("label_map", "model_params", "extractor_params"):  # JSON objects
+        if getattr(args, flag) is not None:
+            changes[flag] = _json_arg(getattr(args, flag), "--" + flag.replace("_", "-"))
+    if args.augment is not None:
+        changes["augment"] = _augment_arg(args.augment)  # "none" given: no augmentation (the control)
+    if args.split is not None:
+        changes["splits"] = [SplitSpec(args.split, _json_arg(args.split_params, "--split-params"))]
+    elif args.split_params is not None:  # the definition's splits, with these parameters added
+        extra = _json_arg(args.split_params, "--split-params")
+        changes["splits"] = [SplitSpec(s.strategy, {**s.params, **extra}) for s in bench.splits]
+    return replace(bench, **changes) if changes else bench
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Train and score every model on every feature view and fold of one saved split (or of each split a
     benchmark definition lists)."""
-    from sertool.bench.runner import run_bench
-    from sertool.models.registry import resolve_models
-    from sertool.splits import make_split
-
-    models_arg: Any = args.models if args.models in ("all", "classic", "neural") else args.models.split(",")
-    resolve_models(models_arg)  # fail on a misspelt model before scanning the corpus
-    splits = _bench_splits(args)
-    built = _manifest_from_args(args)
-    manifest = _schemed(built.manifest, args.scheme)
-    if args.min_duration:
-        short = manifest["duration_s"] < args.min_duration
-        if short.any():
-            log.info(
-                "%d clips shorter than %.2f s left out (--min-duration)", int(short.sum()), args.min_duration
-            )
-        manifest = manifest[~short].reset_index(drop=True)
-    features = [f.strip() for f in args.features.split(",") if f.strip()]
     from tqdm import tqdm
 
+    from sertool.bench.definition import run_benchmark
+
+    bench = _bench_definition(args)
     bar = tqdm(desc="bench", unit="unit", disable=not sys.stderr.isatty())
 
     def tick(unit: Any) -> None:
         bar.update(1)
         bar.set_postfix_str(f"{unit.features} {unit.model} f{unit.fold} {unit.status}")
 
-    reports = []
     try:
-        for strategy, params in splits:
-            split = make_split(
-                manifest, strategy, seed=args.seed, valid_fraction=args.valid_fraction, **params
-            )
-            reports.append(
-                run_bench(
-                    manifest,
-                    split,
-                    features=features,
-                    models=models_arg,
-                    results_dir=args.results,
-                    cache=args.cache,
-                    seed=args.seed,
-                    device=args.device,
-                    tune=args.tune,
-                    force=args.force,
-                    jobs=args.jobs,
-                    model_params=_dict_or_json(args.model_params, "--model-params"),
-                    extractor_params=_dict_or_json(args.extractor_params, "--extractor-params"),
-                    augment=_augment_arg(args.augment),
-                    normalize=args.normalize,
-                    progress=tick,
-                )
-            )
+        reports = run_benchmark(bench, progress=tick)
     finally:
         bar.close()
     status = EXIT_OK
@@ -586,7 +568,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_features)
 
     p = sub.add_parser("bench", help="train every model on every feature view and fold of a saved split")
-    _add_corpus_args(p)
+    # every flag defaults to None (not given): the definition (--config) or Benchmark's default then holds
+    _add_corpus_args(p, required=False)
+    p.set_defaults(scheme=None)
     _add_cache_arg(p)
     p.add_argument(
         "--config",
@@ -596,23 +580,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--features",
-        default="handcrafted94",
-        help="comma-separated feature views, e.g. handcrafted94,whisper-base@all",
+        default=None,
+        help="comma-separated feature views, e.g. handcrafted94,whisper-base@all (default handcrafted94)",
     )
-    p.add_argument("--models", default="all", help="all, classic, neural, or comma-separated model names")
     p.add_argument(
-        "--split", default="speaker-6fold", help="split strategy or file:PATH (default speaker-6fold)"
+        "--models", default=None, help="all, classic, neural, or comma-separated model names (default all)"
     )
+    p.add_argument("--split", default=None, help="split strategy or file:PATH (default speaker-6fold)")
     p.add_argument(
         "--split-params", default=None, help="JSON of extra split parameters, e.g. '{\"test_fraction\": 0.1}'"
     )
-    p.add_argument("--valid-fraction", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--results", type=Path, default=Path("results"))
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--jobs", type=int, default=-1, help="processes for feature extraction")
-    p.add_argument("--tune", action="store_true", help="grid-search hyper-parameters inside training folds")
-    p.add_argument("--force", action="store_true", help="redo finished units")
+    p.add_argument("--valid-fraction", type=float, default=None, help="(default 0.1)")
+    p.add_argument("--seed", type=int, default=None, help="(default 0)")
+    p.add_argument("--results", type=Path, default=None, help="results folder (default ./results)")
+    p.add_argument("--device", default=None, choices=["auto", "cpu", "cuda"], help="(default auto)")
+    p.add_argument(
+        "--jobs", type=int, default=None, help="processes for feature extraction (default: all cores)"
+    )
+    p.add_argument(
+        "--unit-jobs",
+        type=int,
+        default=None,
+        help="units fitted at once in worker processes (default 1; -1: one per core)",
+    )
+    p.add_argument("--scheduler", default=None, help="Dask scheduler address: fit the units on that cluster")
+    p.add_argument(
+        "--tune", action="store_true", default=None, help="grid-search hyper-parameters inside training folds"
+    )
+    p.add_argument("--force", action="store_true", default=None, help="redo finished units")
     p.add_argument("--json", action="store_true")
     p.add_argument(
         "--model-params",
@@ -623,20 +618,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--normalize",
         default=None,
-        choices=["speaker", "corpus"],
+        choices=["speaker", "corpus", "none"],
         help="z-score pooled features per speaker or per corpus with the group's own (label-free) statistics",
     )
     p.add_argument(
         "--min-duration",
         type=float,
-        default=0.0,
+        default=None,
         help="leave out clips shorter than this many seconds (the combined-corpus study: 1.0)",
     )
     p.add_argument(
         "--augment",
         default=None,
         help="augment training parts only: transform names (awgn, stretch, pitch, gain, noise) or JSON, e.g. "
-        '\'{"transforms": ["stretch", "pitch", "gain", "noise"], "copies": 3, "balance": true}\'',
+        '\'{"transforms": ["stretch", "pitch", "gain", "noise"], "copies": 3, "balance": true}\'; none: off',
     )
     p.set_defaults(func=cmd_bench)
 
@@ -728,52 +723,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _apply_config(parser: argparse.ArgumentParser, path: Path) -> None:
-    """Make a TOML benchmark definition the defaults of ``bench`` (command-line flags win)."""
-    import tomllib
-
-    try:
-        config = tomllib.loads(Path(path).read_text())
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise SertoolError(f"cannot read benchmark definition {path}: {exc}") from None
-    flat: dict[str, Any] = {}
-    for key, value in config.items():
-        key = key.replace("-", "_")
-        if key in ("features", "models", "corpus", "root") and isinstance(value, list):
-            value = ",".join(map(str, value))
-        if key == "split_params" and isinstance(value, dict):
-            value = json.dumps(value)
-        if key in ("root", "results", "cache"):  # $VARS let one definition serve every machine
-            value = os.path.expanduser(os.path.expandvars(str(value)))
-            if "$" in value:
-                raise SertoolError(f"{path}: {key} = {value!r} names an unset environment variable")
-            value = Path(value) if key != "root" else value
-        flat[key] = value
-    sub = parser._subparsers._group_actions[0].choices["bench"]
-    known = {a.dest for a in sub._actions} | {"model_params", "extractor_params"}
-    unknown = sorted(set(flat) - known - {"name", "description", "paper", "published"})
-    if unknown:
-        raise SertoolError(f"{path}: unknown keys {unknown}")
-    sub.set_defaults(**{k: v for k, v in flat.items() if k in known})
-    for action in sub._actions:  # a required option the definition gives is no longer required
-        if action.dest in flat:
-            action.required = False
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sertool`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    if "bench" in argv:
-        pre = argparse.ArgumentParser(add_help=False)
-        pre.add_argument("--config", type=Path, default=None)
-        known, _ = pre.parse_known_args(argv[argv.index("bench") + 1 :])
-        if known.config is not None:
-            try:
-                _apply_config(parser, known.config)
-            except SertoolError as exc:
-                sys.stderr.write(f"sertool bench: error: {exc}\n")
-                return EXIT_ERROR
     args = parser.parse_args(argv)
     level = (
         logging.DEBUG if args.debug or args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING

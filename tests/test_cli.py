@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -204,39 +203,3 @@ def test_more_bad_inputs_give_one_line_and_exit_2(demo_root: Path, tmp_path: Pat
         assert main(argv) == EXIT_ERROR, argv
         err = capsys.readouterr().err.strip()
         assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err, (argv, err)
-
-
-BENCHMARKS = sorted((Path(__file__).resolve().parents[1] / "benchmarks").glob("*.toml"))
-
-
-@pytest.mark.parametrize("path", BENCHMARKS, ids=[p.stem for p in BENCHMARKS])
-def test_every_benchmark_definition_names_things_that_exist(path, tmp_path, monkeypatch):
-    """Each ``benchmarks/*.toml`` parses, and its models, feature views, extractor and model parameters,
-    augmentation and split strategies are all valid, so no definition rots unseen (running one takes a corpus
-    and minutes to hours; this takes milliseconds)."""
-    from sertool.cli import _apply_config, _bench_splits, build_parser
-    from sertool.features import configured_extractor, parse_view
-    from sertool.features.transforms import parse_augment
-    from sertool.models.registry import make_estimator, resolve_models
-    from sertool.splits import STRATEGIES
-
-    monkeypatch.setenv("SERTOOL_CORPORA", str(tmp_path))
-    parser = build_parser()
-    _apply_config(parser, path)
-    args = parser.parse_args(["bench", "--config", str(path)])
-    models = args.models if args.models in ("all", "classic", "neural") else args.models.split(",")
-    names = {m.name for m in resolve_models(models)}
-    eparams = args.extractor_params or {}
-    for view in args.features.split(","):
-        for part in view.split("+"):
-            name = parse_view(part).extractor
-            configured_extractor(name, eparams.get(name), device="cpu", cache=tmp_path)
-    for model, params in (args.model_params or {}).items():
-        assert model in names, f"{path.name}: model_params for {model!r}, which the definition does not run"
-        est = make_estimator(model, seed=0)
-        unknown = set(params) - set(est.get_params(deep=True))
-        assert not unknown, f"{path.name}: {model} has no parameters {sorted(unknown)}"
-    parse_augment(args.augment)
-    known = {s for s in STRATEGIES if "<" not in s} | {"cross-corpus"}
-    for strategy, _ in _bench_splits(args):
-        assert strategy in known or re.fullmatch(r"(random|speaker)-\d+fold", strategy), strategy
