@@ -274,3 +274,72 @@ def test_a_model_on_preprocessed_features_preprocesses_what_it_predicts(demo, ca
     np.testing.assert_allclose(
         model.predict_proba_signals(signals), model.estimator.predict_proba(X)[:, order], atol=1e-6
     )
+
+
+@pytest.mark.parametrize(
+    ("options", "entry", "model"),
+    [
+        ({}, "handcrafted94", "svm"),
+        ({"normalize": "speaker"}, "handcrafted94~norm-speaker", "logreg"),
+        ({"augment": "gain"}, "handcrafted94~aug-gain", "logreg"),
+    ],
+)
+def test_train_reproduces_the_stored_fold_predictions_label_for_label(
+    demo, cache, tmp_path, options, entry, model
+):
+    """`train --split S --fold K` fits through the bench's own fit path: the saved model, given the fold's test
+    clips, returns the labels and probabilities the leaderboard stored for that fold."""
+    split = make_split(demo, "speaker-4fold", seed=0)
+    results = tmp_path / "results"
+    run_bench(
+        demo, split, features=["handcrafted94"], models=model, results_dir=results, cache=cache, jobs=1,
+        render=False, **options,
+    )  # fmt: skip
+    stored = pd.read_parquet(unit_paths(split_dir(results, demo, split), entry, model, 2)[1])
+    out = train_model(
+        demo, features="handcrafted94", model=model, out=tmp_path / "m", split=split, fold=2, cache=cache, jobs=1,
+        **options,
+    )  # fmt: skip
+    trained = load_model(out, cache=cache)
+    assert trained.card["entry"] == entry
+    # the model's input for the test clips: raw cached features (the model normalises them itself)
+    fs = FeatureStore(cache).load(demo, "handcrafted94")
+    pos = {u: i for i, u in enumerate(fs.utt_ids)}
+    X = fs.X[[pos[u] for u in stored["utt_id"]]]
+    if "normalize" in options:
+        with pytest.raises(ParameterError, match="--normalize speaker"):
+            trained.predict_features(X)
+        # statistics of each test speaker from all of that speaker's clips, as the bench computed them
+        spk = demo.set_index("utt_id")["speaker"]
+        everyone = fs.X
+        groups = spk.loc[fs.utt_ids].tolist()
+        proba_all, labels_all = trained.predict_features(everyone, groups=groups)
+        labels = [labels_all[pos[u]] for u in stored["utt_id"]]
+        proba = proba_all[[pos[u] for u in stored["utt_id"]]]
+        with pytest.raises(ParameterError, match="normalize"):
+            predict_files(trained, demo["path"].tolist()[:2])
+        assert trained.card["normalize"]["column"] == "speaker"
+    else:
+        proba, labels = trained.predict_features(X)
+    assert labels == stored["y_pred"].tolist()
+    cols = [f"proba__{c}" for c in trained.classes]
+    np.testing.assert_allclose(proba, stored[cols].to_numpy(), atol=1e-5)
+
+
+def test_cli_train_takes_every_option_a_bench_unit_has(demo_root, cache, tmp_path):
+    out = tmp_path / "m"
+    code = main(
+        [
+            "train", "--corpus", "demo", "--root", str(demo_root), "--features", "handcrafted94",
+            "--model", "logreg", "--out", str(out), "--cache", str(cache), "--split", "speaker-4fold",
+            "--fold", "1", "--normalize", "speaker", "--augment", "gain", "--tune", "--min-duration", "0.5",
+            "--model-params", '{"logreg": {"C": 0.5}}', "--jobs", "1",
+        ]
+    )  # fmt: skip
+    assert code == 0
+    card = json.loads((out / "model.json").read_text())
+    assert card["entry"] == "handcrafted94~aug-gain~norm-speaker"
+    assert card["fit"] == {"tune": True, "min_duration": 0.5, "model_params": {"C": 0.5}}
+    assert [t["name"] for t in card["augment"]["transforms"]] == ["gain"]
+    assert card["normalize"]["column"] == "speaker"
+    assert card["best_params"]  # the grid search ran inside the training data

@@ -237,3 +237,43 @@ def test_a_unit_of_other_model_parameters_is_redone_runtime_ones_are_not(demo, s
         model_params={"knn": {"clf__leaf_size": 10}},
         render=False,
     ).counts == {"done": 4}
+
+
+def _stored_predictions(base: Path, entries: list[tuple[str, str]], folds: int) -> dict:
+    return {
+        (v, m, k): pd.read_parquet(unit_paths(base, v, m, k)[1]) for v, m in entries for k in range(folds)
+    }
+
+
+def test_units_in_worker_processes_store_what_one_process_stores(demo, split, tmp_path):
+    """unit_jobs=2 fits units in two worker processes; every stored prediction and probability equals the
+    one-job run's."""
+    kw = dict(features=["handcrafted94", "mfcc40"], models="logreg,gnb,mlp_head", cache=tmp_path / "c", jobs=1,
+              model_params={"mlp_head": {"max_epochs": 3}}, render=False)  # fmt: skip
+    one = run_bench(demo, split, results_dir=tmp_path / "one", **kw)
+    two = run_bench(demo, split, results_dir=tmp_path / "two", unit_jobs=2, **kw)
+    assert [(u.features, u.model, u.fold, u.status) for u in two.units] == [
+        (u.features, u.model, u.fold, u.status) for u in one.units
+    ]
+    entries = [("handcrafted94", m) for m in ("logreg", "gnb", "mlp_head")] + [("mfcc40", "logreg")]
+    a = _stored_predictions(one.results_dir, entries, split.n_folds)
+    b = _stored_predictions(two.results_dir, entries, split.n_folds)
+    for key in a:
+        pd.testing.assert_frame_equal(a[key], b[key])
+
+
+@pytest.mark.slow
+def test_units_on_a_dask_cluster_of_two_processes_store_what_a_local_run_stores(demo, split, tmp_path):
+    distributed = pytest.importorskip("distributed")
+    kw = dict(features=["handcrafted94"], models="logreg,gnb", cache=tmp_path / "c", jobs=1, render=False)
+    local = run_bench(demo, split, results_dir=tmp_path / "local", **kw)
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as lc:
+        remote = run_bench(demo, split, results_dir=tmp_path / "dask", scheduler=lc.scheduler_address, **kw)
+    assert {u.status for u in remote.units} == {"done"}
+    entries = [("handcrafted94", "logreg"), ("handcrafted94", "gnb")]
+    a = _stored_predictions(local.results_dir, entries, split.n_folds)
+    b = _stored_predictions(remote.results_dir, entries, split.n_folds)
+    for key in a:
+        pd.testing.assert_frame_equal(a[key], b[key])
