@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,10 +24,6 @@ EXIT_OK, EXIT_ERROR, EXIT_SKIPPED = 0, 2, 3
 
 
 # --------------------------------------------------------------------------------------------- helpers
-def _default_cache() -> Path:
-    return Path(os.environ.get("SERTOOL_CACHE", Path.home() / ".cache" / "sertool"))
-
-
 def _add_corpus_args(p: argparse.ArgumentParser, *, required: bool = True) -> None:
     p.add_argument(
         "--corpus",
@@ -129,11 +124,11 @@ def _print(obj: Any, as_json: bool) -> None:
 # --------------------------------------------------------------------------------------------- commands
 def cmd_manifest(args: argparse.Namespace) -> int:
     """Build, save and summarise a corpus manifest."""
-    from sertool.data.manifest import save_manifest, summarize, summary_text
+    from sertool.data.manifest import default_manifest_path, save_manifest, summarize, summary_text
 
     built = _manifest_from_args(args, jobs=args.jobs)
     manifest = _schemed(built.manifest, args.scheme) if args.scheme != "native" else built.manifest
-    out = args.out or (args.cache or _default_cache()) / built.manifest.attrs["corpus"] / "manifest.parquet"
+    out = args.out or default_manifest_path(built.manifest.attrs["corpus"], args.cache)
     save_manifest(manifest, out)
     summary = summarize(manifest, built.skipped)
     summary["label_scheme"] = manifest.attrs.get("label_scheme", "native-v1")
@@ -185,7 +180,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     from sertool.features.extract import extract_features
     from sertool.features.store import FeatureStore
 
-    store = FeatureStore(args.cache or _default_cache())
+    store = FeatureStore(args.cache)
     if args.status:
         status = store.status()
         _print(status.to_dict(orient="records") if args.json else status.to_string(index=False), args.json)
@@ -327,8 +322,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Fit one model on one feature view (all data, or a split's training part) and save it."""
+    """Fit one model on one feature view (all data, or a split's training part) and save it: every option
+    that changes what a bench unit fits is accepted, so the saved model is the one a board measured."""
     from sertool.deploy import train_model
+    from sertool.features import parse_view
     from sertool.models.registry import get_model
 
     get_model(args.model)  # a misspelt model fails before the corpus is scanned
@@ -346,16 +343,30 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         cache=args.cache,
         device=args.device,
-        model_params=_json_arg(args.model_params, "--model-params"),
-        extractor_params=_json_arg(args.extractor_params, "--extractor-params"),
+        # the bench's per-model / per-extractor JSON ({"svm": {...}}) or this model's / extractor's own
+        model_params=_own_params(_json_arg(args.model_params, "--model-params"), args.model),
+        extractor_params=_own_params(
+            _json_arg(args.extractor_params, "--extractor-params"), parse_view(args.features).extractor
+        ),
         results_dir=args.results,
         jobs=args.jobs,
         overwrite=args.overwrite,
+        tune=args.tune,
+        augment=_augment_arg(args.augment),
+        normalize=args.normalize,
+        min_duration=args.min_duration,
     )
     card = json.loads((out / "model.json").read_text())
     summary = {"model": str(out), "trained_on": card["trained_on"], "features": card["features"]}
-    _print(summary if args.json else f"saved {card['model']} on {card['features']} to {out}", args.json)
+    _print(summary if args.json else f"saved {card['model']} on {card['entry']} to {out}", args.json)
     return EXIT_OK
+
+
+def _own_params(params: dict[str, Any], name: str) -> dict[str, Any]:
+    """``{"svm": {"C": 1}}`` (the bench's form, keyed by name) -> ``{"C": 1}``; a flat dict is kept."""
+    if len(params) == 1 and name in params and isinstance(params[name], dict):
+        return dict(params[name])
+    return params
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -432,6 +443,8 @@ def cmd_suite(args: argparse.Namespace) -> int:
             model_params=_json_arg(args.model_params, "--model-params"),
             extractor_params=_json_arg(args.extractor_params, "--extractor-params"),
             progress=tick,
+            unit_jobs=args.unit_jobs,
+            scheduler=args.scheduler,
         )
     finally:
         bar.close()
@@ -490,18 +503,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------- parser
-def build_parser() -> argparse.ArgumentParser:
-    """The ``sertool`` argument parser."""
-    from sertool import __version__
-
-    parser = argparse.ArgumentParser(
-        prog="sertool", description="Honest, fast speech emotion recognition benchmarks."
-    )
-    parser.add_argument("--version", action="version", version=f"sertool {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _parser_manifest(sub: Any) -> None:
+    """``sertool manifest``."""
     p = sub.add_parser("manifest", help="scan a corpus folder into a manifest and print its summary")
     _add_corpus_args(p)
     _add_cache_arg(p)
@@ -512,6 +515,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_manifest)
 
+
+def _parser_split(sub: Any) -> None:
+    """``sertool split``."""
     p = sub.add_parser("split", help="create or show a saved split")
     _add_corpus_args(p)
     p.add_argument(
@@ -537,6 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_split)
 
+
+def _parser_features(sub: Any) -> None:
+    """``sertool features``."""
     p = sub.add_parser("features", help="extract features once and cache them")
     _add_corpus_args(p, required=False)
     _add_cache_arg(p)
@@ -567,6 +576,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_features)
 
+
+def _parser_bench(sub: Any) -> None:
+    """``sertool bench``."""
     p = sub.add_parser("bench", help="train every model on every feature view and fold of a saved split")
     # every flag defaults to None (not given): the definition (--config) or Benchmark's default then holds
     _add_corpus_args(p, required=False)
@@ -601,7 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--unit-jobs",
         type=int,
         default=None,
-        help="units fitted at once in worker processes (default 1; -1: one per core)",
+        help="units fitted at once in worker processes (default -1: one per core; 1: in this process)",
     )
     p.add_argument("--scheduler", default=None, help="Dask scheduler address: fit the units on that cluster")
     p.add_argument(
@@ -635,6 +647,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_bench)
 
+
+def _parser_train(sub: Any) -> None:
+    """``sertool train``."""
     p = sub.add_parser("train", help="fit one model on one feature view and save it (no pickle)")
     _add_corpus_args(p)
     _add_cache_arg(p)
@@ -653,10 +668,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=-1)
     p.add_argument("--model-params", default=None, help="JSON of model parameter overrides")
     p.add_argument("--extractor-params", default=None, help="JSON of the extractor's parameters")
+    p.add_argument(
+        "--tune", action="store_true", help="grid-search hyper-parameters inside the training data"
+    )
+    p.add_argument("--augment", default=None, help="augment the training data, as bench --augment")
+    p.add_argument(
+        "--normalize", default=None, choices=["speaker", "corpus"], help="as bench --normalize (recorded)"
+    )
+    p.add_argument("--min-duration", type=float, default=0.0, help="leave out shorter clips (seconds)")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train)
 
+
+def _parser_predict(sub: Any) -> None:
+    """``sertool predict``."""
     p = sub.add_parser("predict", help="label audio files or a folder with a saved model")
     p.add_argument("input", help="an audio file or a folder of them")
     p.add_argument("--model", required=True, type=Path, help="model folder from sertool train")
@@ -669,6 +695,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
 
+
+def _parser_serve(sub: Any) -> None:
+    """``sertool serve``."""
     p = sub.add_parser("serve", help="a local web page to try a saved model")
     p.add_argument("--model", required=True, type=Path)
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
@@ -677,6 +706,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     p.set_defaults(func=cmd_serve)
 
+
+def _parser_suite(sub: Any) -> None:
+    """``sertool suite``."""
     p = sub.add_parser(
         "suite", help="every corpus of a folder under its standard protocol, plus leave-one-corpus-out"
     )
@@ -698,6 +730,10 @@ def build_parser() -> argparse.ArgumentParser:
         "or a scheme name",
     )
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument(
+        "--unit-jobs", type=int, default=-1, help="units fitted at once (default -1: one per core)"
+    )
+    p.add_argument("--scheduler", default=None, help="Dask scheduler address: units run on that cluster")
     p.add_argument("--jobs", type=int, default=-1, help="processes for feature extraction")
     p.add_argument("--force", action="store_true", help="redo finished units")
     p.add_argument("--model-params", default=None, help="JSON: per-model parameter overrides")
@@ -705,21 +741,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_suite)
 
+
+def _parser_leaderboard(sub: Any) -> None:
+    """``sertool leaderboard``."""
     p = sub.add_parser("leaderboard", help="re-render leaderboards from stored results")
     p.add_argument("--results", type=Path, default=Path("results"))
     p.add_argument("--compare", action="store_true", help="also compare splits/corpora side by side")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_leaderboard)
 
+
+def _parser_weights(sub: Any) -> None:
+    """``sertool weights``."""
     p = sub.add_parser("weights", help="list Whisper weights available offline")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_weights)
 
+
+def _parser_demo(sub: Any) -> None:
+    """``sertool demo``."""
     p = sub.add_parser("demo", help="run the main job on the built-in synthetic demo corpus")
     p.add_argument("--out", type=Path, default=Path("demo"), help="output folder (default ./demo)")
     p.add_argument("--jobs", type=int, default=-1)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_demo)
+
+
+#: one function per subcommand, in the order ``sertool --help`` lists them
+_PARSERS = (
+    _parser_manifest,
+    _parser_split,
+    _parser_features,
+    _parser_bench,
+    _parser_train,
+    _parser_predict,
+    _parser_serve,
+    _parser_suite,
+    _parser_leaderboard,
+    _parser_weights,
+    _parser_demo,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``sertool`` argument parser."""
+    from sertool import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="sertool", description="Honest, fast speech emotion recognition benchmarks."
+    )
+    parser.add_argument("--version", action="version", version=f"sertool {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    for add in _PARSERS:
+        add(sub)
     return parser
 
 

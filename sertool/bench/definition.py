@@ -271,7 +271,8 @@ class Benchmark:
     jobs : int
         Processes for feature extraction (-1: all cores).
     unit_jobs : int
-        Units fitted at once (local worker processes; -1: one per core).
+        Units fitted at once (local worker processes; -1, the default: one per core, BLAS threads divided
+        among them; 1: one after another in this process).
     scheduler : str, optional
         Dask scheduler address: units run on that cluster.
     force : bool
@@ -300,7 +301,7 @@ class Benchmark:
     cache: Path | None = None
     device: str = "auto"
     jobs: int = -1
-    unit_jobs: int = 1
+    unit_jobs: int = -1
     scheduler: str | None = None
     force: bool = False
     name: str | None = None
@@ -390,7 +391,7 @@ class Benchmark:
         """Check that the definition can run, before any corpus is scanned.
 
         Corpora and one folder each must be given, and every scheme, model, feature view and augmentation
-        named must exist (split strategies are checked when the split is made).
+        named must exist, and so must every split strategy (a ``file:`` split is read when it is made).
 
         Returns
         -------
@@ -406,8 +407,12 @@ class Benchmark:
         from sertool.features.base import parse_view
         from sertool.features.transforms import parse_augment
         from sertool.models.registry import get_model, resolve_models
+        from sertool.splits import get_strategy
 
         self._check_corpora()
+        for spec in self.splits:
+            if not spec.strategy.startswith("file:"):
+                get_strategy(spec.strategy)
         get_scheme(self.scheme)
         resolve_models(self.models if isinstance(self.models, str) else list(self.models))
         for model in self.model_params:
@@ -644,8 +649,7 @@ def run_benchmark(
     benchmark.validate()
     manifest = benchmark.load_manifest()
     extra: dict[str, Any] = {}  # only what differs from run_bench's defaults
-    if benchmark.unit_jobs != 1:
-        extra["unit_jobs"] = benchmark.unit_jobs
+    extra["unit_jobs"] = benchmark.unit_jobs
     if benchmark.scheduler:
         extra["scheduler"] = benchmark.scheduler
     models = benchmark.models if isinstance(benchmark.models, str) else list(benchmark.models)

@@ -400,6 +400,8 @@ def evaluate(
     model_params: dict[str, dict[str, Any]] | None = None,
     extractor_params: dict[str, dict[str, Any]] | None = None,
     progress: Callable[[Any], None] | None = None,
+    unit_jobs: int = -1,
+    scheduler: str | None = None,
 ) -> SuiteReport:
     """Benchmark every corpus of a folder under its standard protocol and write one summary.
 
@@ -426,6 +428,10 @@ def evaluate(
         scheme name (``"ser6"``, ``"ser7"``, ``"ser4"``).
     jobs : int
         Processes for feature extraction (-1: all cores); also threads for reading corpus headers.
+    unit_jobs : int
+        Units fitted at once in worker processes (-1: one per core; 1: in this process), as ``bench``.
+    scheduler : str, optional
+        Dask scheduler address: units and extraction run on that cluster, as ``bench --scheduler``.
     tune : bool
         Grid-search hyper-parameters inside training data (as ``bench --tune``).
     force : bool
@@ -483,6 +489,8 @@ def evaluate(
         "model_params": model_params,
         "extractor_params": extractor_params,
         "progress": progress,
+        "unit_jobs": unit_jobs,
+        "scheduler": scheduler,
     }
 
     for corpus, b in built.items():
