@@ -284,3 +284,16 @@ def test_inner_grid_search_keeps_a_clips_augmented_copies_in_one_fold(monkeypatc
     _tune(KNeighborsClassifier(), spec, Xa, ya, groups, True, 0, 1)
     for train, valid in seen["cv"]:
         assert not {groups[i] for i in train} & {groups[i] for i in valid}
+
+
+def test_a_normalised_entry_is_named_transductive_beside_plain_ones_on_one_board(tmp_path, demo_root):
+    m = build_manifest("demo", demo_root).manifest
+    split = make_split(m, "speaker-4fold", seed=0)
+    kw = dict(
+        features=["handcrafted94"], models="logreg", results_dir=tmp_path / "r", cache=tmp_path / "c", jobs=1
+    )
+    run_bench(m, split, **kw)
+    rep = run_bench(m, split, normalize="speaker", **kw)
+    board = pd.read_csv(rep.leaderboard["csv"]).set_index("features")
+    assert board.loc["handcrafted94~norm-speaker", "protocol"] == "speaker-independent, transductive"
+    assert board.loc["handcrafted94", "protocol"] == "speaker-independent"

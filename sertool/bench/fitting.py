@@ -424,6 +424,7 @@ class FitContext:
     classes: list[str]
     labels: dict[str, str]
     speakers: dict[str, str]
+    genders: dict[str, str] = field(default_factory=dict)
     seed: int = 0
     device: str = "cpu"
     tune: bool = False
@@ -437,6 +438,9 @@ class FitContext:
             classes=class_order(manifest["label"].tolist()),
             labels=dict(zip(manifest["utt_id"], manifest["label"], strict=True)),
             speakers=dict(zip(manifest["utt_id"], manifest["speaker"].astype(str), strict=True)),
+            genders=dict(zip(manifest["utt_id"], manifest["gender"].fillna("").astype(str), strict=True))
+            if "gender" in manifest
+            else {},
             **settings,
         )
 

@@ -336,6 +336,9 @@ def _split_folds(split_dir: Path) -> set[int] | None:
 # ------------------------------------------------------------------------------------------- the board
 
 
+_TRANSDUCTIVE = ", transductive"
+
+
 def _single(values: pd.Series, name: str, where: str) -> Any:
     uniq = pd.unique(values)
     if len(uniq) != 1:
@@ -383,7 +386,8 @@ def _split_facts(results: ResultSet) -> _SplitFacts:
         corpus=corpus,
         split_id=split_id,
         where=where,
-        protocol=_single(units["protocol"], "protocol", where),
+        # the split's protocol; an entry normalised with test-group statistics adds ", transductive"
+        protocol=_single(units["protocol"].str.replace(_TRANSDUCTIVE, "", regex=False), "protocol", where),
         label_scheme=_single(units["label_scheme"], "label_scheme", where),
         speaker_independent=bool(_single(units["speaker_independent"], "speaker_independent", where)),
         expected_folds=frozenset(_split_folds(Path(units["split_dir"].iloc[0])) or units["fold"].astype(int)),
@@ -403,7 +407,7 @@ def _fold_summary(entry: tuple[str, str], units: pd.DataFrame, split: _SplitFact
         "folds": len(folds),
         **{f"{m}_{s}": agg[f"{m}_{s}"] for m in ("wa", "ua", "macro_f1") for s in ("mean", "std")},
         "fit_seconds": float(units["fit_seconds"].mean()),
-        "protocol": split.protocol,
+        "protocol": _single(units["protocol"], "protocol", f"{split.where} {entry}"),
         "split_id": split.split_id,
         "label_scheme": split.label_scheme,
         "corpus": split.corpus,

@@ -124,7 +124,8 @@ def unit_paths(base: Path, view: str, model: str, fold: int) -> tuple[Path, Path
 
 
 def split_protocol(split: Any) -> str:
-    """The protocol name boards print: the split strategy's own (:attr:`sertool.splits.Split.protocol`)."""
+    """The protocol name boards print: the split strategy's own (:attr:`sertool.splits.Split.protocol`); a
+    unit record adds ", transductive" when its features were normalised with test-group statistics."""
     return str(split.protocol)
 
 
@@ -568,6 +569,8 @@ def _fit_score(
     metrics = score_all(y_true, y_pred, ctx.fit.classes)
     speakers = [ctx.fit.speakers[u] for u in test]
     pred = pd.DataFrame({"utt_id": test, "speaker": speakers, "y_true": y_true, "y_pred": y_pred})
+    if ctx.fit.genders:
+        pred.insert(2, "gender", [ctx.fit.genders.get(u, "") for u in test])
     for j, c in enumerate(ctx.fit.classes):
         pred[f"proba__{c}"] = proba[:, j].astype(np.float32)
     atomic_parquet(pred, ppath)
@@ -592,7 +595,7 @@ def _record(
         split_id=split.id,
         split_strategy=split.strategy,
         speaker_independent=bool(split.speaker_independent),
-        protocol=split_protocol(split),
+        protocol=split_protocol(split) + (", transductive" if data.normalize else ""),
         label_scheme=split.label_scheme,
         fold=k,
         features=data.entry,
