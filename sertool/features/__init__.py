@@ -4,6 +4,7 @@ Importing this package registers every built-in extractor; installed plugins (en
 ``sertool.extractors``, :mod:`sertool.plugins`) are found by :func:`get_extractor` when first asked for.
 """
 
+import pkgutil
 from importlib import import_module
 
 from sertool.features.base import (
@@ -19,12 +20,13 @@ from sertool.features.base import (
     register_extractor,
 )
 
-for _mod in ("handcrafted", "whisper", "egemaps", "ssl", "text", "spectrogram"):
-    try:
-        import_module(f"sertool.features.{_mod}")
-    except ModuleNotFoundError as _exc:  # a module not written yet, or an optional dependency missing
-        if _exc.name != f"sertool.features.{_mod}":
-            raise
+#: modules of this package that hold the cache and the extraction machinery, not extractors
+_INFRASTRUCTURE = frozenset({"base", "extract", "store", "transcribe", "transforms", "weights"})
+
+# every other module registers extractors when imported: a new built-in extractor is one new module
+for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    if _info.name not in _INFRASTRUCTURE:
+        import_module(f"sertool.features.{_info.name}")
 
 __all__ = [
     "EXTRACTORS",

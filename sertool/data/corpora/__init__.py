@@ -4,6 +4,7 @@ Importing this package registers every built-in adapter; installed plugins (entr
 ``sertool.corpora``, :mod:`sertool.plugins`) are found by :func:`get_adapter` when first asked for.
 """
 
+import pkgutil
 from importlib import import_module
 
 from sertool.data.corpora.base import (
@@ -16,12 +17,10 @@ from sertool.data.corpora.base import (
     register,
 )
 
-for _mod in ("ravdess", "tess", "cremad", "savee", "emodb", "iemocap", "shemo", "csv", "demo"):
-    try:
-        import_module(f"sertool.data.corpora.{_mod}")
-    except ModuleNotFoundError as _exc:  # an adapter module not written yet
-        if _exc.name != f"sertool.data.corpora.{_mod}":
-            raise
+# every module but base is one adapter, registered when imported: a new built-in corpus is one new module
+for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    if _info.name != "base":
+        import_module(f"sertool.data.corpora.{_info.name}")
 
 __all__ = [
     "ADAPTERS",
