@@ -135,7 +135,7 @@ def test_a_full_definition_round_trips(tmp_path):
         "results": "results",
         "device": "auto",
         "jobs": -1,
-        "unit_jobs": 1,
+        "unit_jobs": -1,
         "force": False,
     }
 

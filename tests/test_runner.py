@@ -277,3 +277,17 @@ def test_units_on_a_dask_cluster_of_two_processes_store_what_a_local_run_stores(
     b = _stored_predictions(remote.results_dir, entries, split.n_folds)
     for key in a:
         pd.testing.assert_frame_equal(a[key], b[key])
+
+
+def test_unit_workers_start_after_extraction_workers_used_the_shared_pool(demo, split, tmp_path):
+    """Extraction on loky processes, then units on joblib workers: both use joblib's reusable executor, so
+    the second neither breaks nor leaves the first's workers in a state it cannot use."""
+    from sertool.features import get_extractor
+    from sertool.features.extract import extract_features
+
+    extract_features(demo, get_extractor("mfcc40"), cache=tmp_path / "c", jobs=2, backend="processes")
+    rep = run_bench(
+        demo, split, features=["mfcc40"], models="logreg,gnb", results_dir=tmp_path / "r", cache=tmp_path / "c",
+        jobs=2, unit_jobs=2, render=False,
+    )  # fmt: skip
+    assert {u.status for u in rep.units} == {"done"}

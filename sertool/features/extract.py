@@ -437,11 +437,13 @@ def _loky(
     """Shards on ``n_jobs - 1`` joblib (loky) worker processes plus this process (see :func:`_pool`).
 
     Starting a loky worker costs seconds (it imports sertool, librosa, numba ...), as much as computing a few
-    hundred clips; the executor is reused across calls.
+    hundred clips; the executor is reused across calls. It is joblib's memory-mapping flavour of loky's
+    reusable executor, the one ``joblib.Parallel`` reuses too (the benchmark runner's unit workers): a plain
+    loky executor left in that shared slot breaks the next ``Parallel`` call.
     """
-    from joblib.externals.loky import get_reusable_executor
+    from joblib.executor import get_memmapping_executor
 
-    executor = get_reusable_executor(max_workers=n_jobs - 1)
+    executor = get_memmapping_executor(n_jobs - 1)
     yield from _pool(
         extractor,
         tasks,
