@@ -16,6 +16,17 @@ Statistics:
   same utterances; it swaps the two systems' predictions per speaker (or per clip).
 - :func:`correct_pvalues` corrects a family of p-values for multiple comparisons (Holm by default).
 
+Calibration (how far the class probabilities can be taken at their word), from a probability matrix whose
+columns are ``classes``:
+
+- :func:`expected_calibration_error` (ECE): equal-width bins of the top probability (15 by default), the sum
+  over bins of ``|bin| / n * |accuracy(bin) - mean confidence(bin)|``; :func:`reliability_bins` gives the
+  per-bin table behind it (the reliability diagram).
+- :func:`brier_score`: the multi-class Brier score, mean over clips of ``sum_k (p_k - 1[y = k])^2``, in
+  [0, 2].
+- :func:`negative_log_likelihood`: mean ``-log p(true class)``, with ``p`` clipped below at ``1e-12``.
+- :func:`ua_by_group`: UA within each group (speaker, gender): the slices of a board.
+
 Both resampling procedures are vectorised through per-group, per-class count tables, so 10 000 resamples of
 a few thousand clips take milliseconds, and both are deterministic for a given ``seed``.
 """
@@ -35,18 +46,28 @@ from sertool.exceptions import ParameterError
 __all__ = [
     "aggregate_folds",
     "bootstrap_ua_ci",
+    "brier_score",
     "confusion",
     "correct_pvalues",
+    "expected_calibration_error",
     "macro_f1",
+    "negative_log_likelihood",
     "paired_test",
     "per_class_recall",
+    "reliability_bins",
     "score_all",
+    "ua_by_group",
     "unweighted_accuracy",
     "weighted_accuracy",
 ]
 
 #: Metrics :func:`aggregate_folds` summarises by default.
 FOLD_METRICS: tuple[str, ...] = ("wa", "ua", "macro_f1")
+
+#: Number of equal-width confidence bins of :func:`expected_calibration_error` (that of Guo et al., 2017).
+ECE_BINS = 15
+#: Smallest probability :func:`negative_log_likelihood` takes the log of.
+NLL_EPS = 1e-12
 
 #: Largest number of (resample x group) cells held in memory at once by the resampling procedures.
 _CHUNK_CELLS = 2_000_000
@@ -297,6 +318,215 @@ def aggregate_folds(
     if all("n" in fold for fold in folds):
         out["n"] = int(sum(int(fold["n"]) for fold in folds))
     return out
+
+
+# ----------------------------------------------------------------------------------------- calibration
+
+
+def _check_proba(y_true: Any, proba: Any, classes: Sequence[Any] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Validate a probability matrix against its labels.
+
+    Returns
+    -------
+    (P, idx) : tuple of ndarray
+        ``P`` as float64 of shape (n, K); ``idx`` the column of each clip's true class, ``-1`` for a true
+        label that is not among ``classes`` (the model gave it probability 0).
+    """
+    t = _labels_1d("y_true", y_true)
+    if t.size == 0:
+        raise ParameterError("y_true is empty: no utterances to score")
+    P = np.asarray(proba, dtype=np.float64)
+    if P.ndim != 2 or P.shape[1] == 0:
+        raise ParameterError(f"proba must have shape (n, n_classes), got {P.shape}")
+    if P.shape[0] != t.size:
+        raise ParameterError(f"y_true has {t.size} labels but proba has {P.shape[0]} rows")
+    if not np.isfinite(P).all() or (P < 0).any():
+        raise ParameterError("proba must hold finite, non-negative probabilities")
+    sums = P.sum(axis=1)
+    if np.abs(sums - 1.0).max() > 1e-3:
+        bad = int(np.argmax(np.abs(sums - 1.0)))
+        raise ParameterError(f"proba rows must sum to 1; row {bad} sums to {sums[bad]:.6g}")
+    if classes is None:
+        if not np.issubdtype(t.dtype, np.integer):
+            raise ParameterError("without classes, y_true must hold column indices (integers)")
+        idx = t.astype(np.int64)
+        if idx.min() < 0 or idx.max() >= P.shape[1]:
+            raise ParameterError(
+                f"y_true indices must lie in [0, {P.shape[1]}), got {idx.min()}..{idx.max()}"
+            )
+        return P, idx
+    lab = _labels_1d("classes", classes)
+    if lab.size != P.shape[1]:
+        raise ParameterError(f"classes names {lab.size} columns but proba has {P.shape[1]}")
+    if np.unique(lab).size != lab.size:
+        raise ParameterError(f"classes has duplicates: {lab.tolist()}")
+    column = {_py(c): j for j, c in enumerate(lab)}
+    return P, np.array([column.get(_py(y), -1) for y in t], dtype=np.int64)
+
+
+def reliability_bins(
+    y_true: Any,
+    proba: Any,
+    classes: Sequence[Any] | None = None,
+    *,
+    y_pred: Any = None,
+    n_bins: int = ECE_BINS,
+) -> dict[str, np.ndarray]:
+    """The reliability table: per equal-width bin of the top probability, its count, mean confidence and
+    accuracy.
+
+    Bin ``b`` holds the clips whose top probability ``c`` satisfies ``b / n_bins < c <= (b + 1) / n_bins``
+    (the first bin also takes ``c = 0``).
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n,)
+        True labels (column indices when ``classes`` is None).
+    proba : array-like of shape (n, K)
+        Class probabilities, rows summing to 1, columns in ``classes`` order.
+    classes : sequence, optional
+        The label of each column.
+    y_pred : array-like of shape (n,), optional
+        The predicted labels whose correctness is binned (default: the column of the top probability). Pass
+        the stored prediction when ties of the top probability were broken another way.
+    n_bins : int
+        Number of bins of [0, 1].
+
+    Returns
+    -------
+    dict of str to ndarray
+        ``lower``, ``upper`` (bin edges), ``count`` (int), ``confidence`` and ``accuracy`` (means over the
+        bin; ``nan`` for an empty bin), each of length ``n_bins``.
+    """
+    n_bins = _check_seed_count("n_bins", n_bins)
+    P, idx = _check_proba(y_true, proba, classes)
+    conf = P.max(axis=1)
+    if y_pred is None:
+        correct = P.argmax(axis=1) == idx
+    else:
+        t = _labels_1d("y_true", y_true)
+        _, p = _check_pair(t, y_pred)
+        correct = p == t
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    # the first inner edge >= c: c in (edges[b], edges[b + 1]] lands in bin b
+    b = np.searchsorted(edges[1:-1], conf, side="left")
+    count = np.bincount(b, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        confidence = np.bincount(b, weights=conf, minlength=n_bins) / count
+        accuracy = np.bincount(b, weights=correct.astype(np.float64), minlength=n_bins) / count
+    return {
+        "lower": edges[:-1],
+        "upper": edges[1:],
+        "count": count.astype(np.int64),
+        "confidence": np.where(count > 0, confidence, np.nan),
+        "accuracy": np.where(count > 0, accuracy, np.nan),
+    }
+
+
+def expected_calibration_error(
+    y_true: Any,
+    proba: Any,
+    classes: Sequence[Any] | None = None,
+    *,
+    y_pred: Any = None,
+    n_bins: int = ECE_BINS,
+) -> float:
+    """Expected calibration error: ``sum_b |b| / n * |accuracy(b) - mean confidence(b)|``.
+
+    The bins are equal-width bins of the top probability (:func:`reliability_bins`); 0 means that, among the
+    clips given confidence ``c``, a fraction ``c`` is classified correctly.
+
+    Parameters
+    ----------
+    y_true, proba, classes, y_pred, n_bins
+        As in :func:`reliability_bins` (default 15 bins).
+
+    Returns
+    -------
+    float
+        In [0, 1].
+    """
+    table = reliability_bins(y_true, proba, classes, y_pred=y_pred, n_bins=n_bins)
+    count = table["count"]
+    used = count > 0
+    gap = np.abs(table["accuracy"][used] - table["confidence"][used])
+    return float((count[used] * gap).sum() / count.sum())
+
+
+def brier_score(y_true: Any, proba: Any, classes: Sequence[Any] | None = None) -> float:
+    """Multi-class Brier score: the mean over clips of ``sum_k (p_k - 1[y = k])^2``.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n,)
+        True labels (column indices when ``classes`` is None).
+    proba : array-like of shape (n, K)
+        Class probabilities, columns in ``classes`` order.
+    classes : sequence, optional
+        The label of each column. A true label outside it adds 1 (its indicator, with probability 0).
+
+    Returns
+    -------
+    float
+        In [0, 2]; 0 for certain, correct predictions.
+    """
+    P, idx = _check_proba(y_true, proba, classes)
+    onehot = np.zeros_like(P)
+    known = idx >= 0
+    onehot[np.flatnonzero(known), idx[known]] = 1.0
+    per_clip = ((P - onehot) ** 2).sum(axis=1) + (~known)
+    return float(per_clip.mean())
+
+
+def negative_log_likelihood(
+    y_true: Any, proba: Any, classes: Sequence[Any] | None = None, *, eps: float = NLL_EPS
+) -> float:
+    """Mean negative log-likelihood of the true class, ``mean(-log max(p_true, eps))`` (natural log).
+
+    Parameters
+    ----------
+    y_true : array-like of shape (n,)
+        True labels (column indices when ``classes`` is None).
+    proba : array-like of shape (n, K)
+        Class probabilities, columns in ``classes`` order.
+    classes : sequence, optional
+        The label of each column; a true label outside it has probability 0 (so ``-log eps``).
+    eps : float
+        Lower clip of ``p_true`` (default ``1e-12``: one confidently wrong clip costs ``27.6``).
+
+    Returns
+    -------
+    float
+        >= 0.
+    """
+    if not 0.0 < eps < 1.0:
+        raise ParameterError(f"eps must be in (0, 1), got {eps!r}")
+    P, idx = _check_proba(y_true, proba, classes)
+    p_true = np.where(idx >= 0, P[np.arange(idx.size), np.maximum(idx, 0)], 0.0)
+    return float(-np.log(np.maximum(p_true, eps)).mean())
+
+
+def ua_by_group(y_true: Any, y_pred: Any, groups: Any) -> dict[Any, float]:
+    """UA within each group (speaker, gender, corpus), over the classes that group has in ``y_true``.
+
+    Parameters
+    ----------
+    y_true, y_pred : array-like of shape (n,)
+        True and predicted labels.
+    groups : array-like of shape (n,)
+        The group of each utterance.
+
+    Returns
+    -------
+    dict
+        ``{group: UA}``, groups sorted; numpy scalars converted to Python ones.
+    """
+    t, p = _check_pair(y_true, y_pred)
+    g = _check_groups(groups, t.size)
+    names = np.unique(g)
+    totals, (correct,) = _count_tables(t, [p], g)  # rows: groups in np.unique order
+    ua = _ua_from_counts(totals, correct)
+    return {_py(name): float(u) for name, u in zip(names, ua, strict=True)}
 
 
 # ------------------------------------------------------------------------------------------- resampling

@@ -186,8 +186,10 @@ def _hand_record(**changes: object) -> UnitRecord:
         "device": "cuda:0",
         "tuned": True,
         "best_params": {"C": 0.5},
+        "provenance": {"sertool": "0.2.0", "git_commit": "abc1234", "python": "3.11.7", "platform": "Linux-x",
+                       "packages": {"numpy": "2.4.6"}},
         "created": "2026-12-01T10:00:00Z",
-    }
+    }  # fmt: skip
     return UnitRecord(**{**fields, **changes})  # type: ignore[arg-type]
 
 
@@ -232,6 +234,9 @@ def test_a_written_unit_record_is_read_back_with_its_values(tmp_path: Path) -> N
         "device": "cuda:0",
         "tuned": True,
         "confusion": [[2, 0, 0, 0], [1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1]],
+        "provenance": '{"git_commit": "abc1234", "packages": {"numpy": "2.4.6"}, "platform": "Linux-x", '
+        '"python": "3.11.7", "sertool": "0.2.0"}',
+        "created": "2026-12-01T10:00:00Z",
         "split_dir": str(tmp_path / "tess" / "speaker-2fold-cccc"),
         "json_path": str(json_path),
         "predictions_path": str(pred_path),
@@ -312,17 +317,21 @@ def test_p_values(board: pd.DataFrame) -> None:
 
 def test_files_html_and_markdown(board: pd.DataFrame, results_root: Path, tmp_path: Path) -> None:
     files = write_leaderboard(board, collect_results(results_root), tmp_path, title="Test board")
-    assert {"csv", "md", "html", "ua_ci"} <= set(files)
+    assert {"csv", "md", "html", "ua_ci", "reliability", "provenance"} <= set(files)
     cms = sorted(k for k in files if k.startswith("confusion/"))
     assert len(cms) == 6 and "confusion/whisper-base@all__svm" in cms
     for path in files.values():
         assert path.is_file() and path.stat().st_size > 0
-    for key in ["ua_ci", *cms]:
+    for key in ["ua_ci", "reliability", *cms]:
         assert files[key].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     html = files["html"].read_text()
     assert "http://" not in html and "https://" not in html
     assert "<link" not in html and "<script" not in html
-    assert html.count('src="data:image/png;base64,') == 1 + 6
+    assert html.count('src="data:image/png;base64,') == 1 + 1 + 6  # UA CI, reliability, confusions
+    # the reliability diagram is that of the best three entries
+    assert "Reliability (pooled test predictions): #1 whisper-base@all / svm" in html
+    assert "#3 whisper-base@all / logreg" in html and "#4 " not in html.split("Reliability")[-1]
+    assert "Calibration (test probabilities" in html and "Slices (UA within speakers" in html
     assert "whisper-base@all" in html and "SYNTHETIC" not in html
     md = files["md"].read_text()
     header = md.splitlines()[2]
@@ -331,6 +340,12 @@ def test_files_html_and_markdown(board: pd.DataFrame, results_root: Path, tmp_pa
     assert "SYNTHETIC" not in md
     table = [line for line in md.splitlines() if line.startswith("| ")]
     assert table[1].startswith("| 1 | whisper-base@all | svm | 3 |")
+    assert "## Calibration (test probabilities; mean ± std over folds)" in md
+    assert "| features | model | ECE | Brier | NLL |" in md
+    assert (
+        "| features | model | speakers | worst speaker | median speaker | spread | 3 worst speakers |" in md
+    )
+    assert "| UA accepted |" not in md  # no entry carries the out-of-distribution guard's decision
     csv = pd.read_csv(files["csv"])
     assert list(csv.columns[: len(BOARD_COLUMNS)]) == list(BOARD_COLUMNS)
     np.testing.assert_allclose(csv["ua_mean"], board["ua_mean"], rtol=1e-5)
@@ -489,3 +504,77 @@ def test_a_stale_layerwise_plot_is_removed(board: pd.DataFrame, results_root: Pa
     (tmp_path / "layerwise.png").write_bytes(b"old")
     files = write_leaderboard(board, collect_results(results_root), tmp_path)  # no single-layer views
     assert "layerwise" not in files and not (tmp_path / "layerwise.png").exists()
+
+
+def _ece_reference(y_true: np.ndarray, proba: np.ndarray, y_pred: np.ndarray) -> float:
+    """ECE written out as in Guo et al. (2017): 15 bins (lo, hi] of the top probability, a plain loop."""
+    conf = proba.max(axis=1)
+    correct = (y_pred == y_true).astype(float)
+    total = 0.0
+    for b in range(15):
+        lo, hi = b / 15, (b + 1) / 15
+        in_bin = (conf > lo) & (conf <= hi)
+        if in_bin.any():
+            total += in_bin.mean() * abs(correct[in_bin].mean() - conf[in_bin].mean())
+    return total
+
+
+def test_calibration_columns_match_references(board: pd.DataFrame, results_root: Path) -> None:
+    from sklearn.metrics import brier_score_loss, log_loss
+
+    base = results_root / "ravdess" / SI_SPLIT
+    by_name = sorted(CLASSES)  # scikit-learn reads probability columns in sorted label order
+    for r in board.itertuples(index=False):
+        folds: dict[str, list[float]] = {"ece": [], "brier": [], "nll": []}
+        for k in range(N_FOLDS):
+            p = pd.read_parquet(base / "runs" / r.features / r.model / f"fold-{k}.predictions.parquet")
+            y = p["y_true"].to_numpy()
+            proba = p[[f"proba__{c}" for c in by_name]].to_numpy(dtype=float)
+            folds["ece"].append(_ece_reference(y, proba, p["y_pred"].to_numpy()))
+            # scikit-learn's multi-class Brier score is the unscaled sum over classes, as here
+            rows = proba / proba.sum(axis=1, keepdims=True)  # float32 rows: sum to 1 within 1e-7
+            folds["brier"].append(brier_score_loss(y, rows, labels=by_name))
+            folds["nll"].append(log_loss(y, rows, labels=by_name))
+        for name, values in folds.items():
+            assert getattr(r, f"{name}_mean") == pytest.approx(np.mean(values), abs=1e-6), name
+            assert getattr(r, f"{name}_std") == pytest.approx(np.std(values, ddof=1), abs=1e-6), name
+        # no in_distribution column in these predictions: no accepted-clip figures
+        assert np.isnan(r.ua_accepted) and np.isnan(r.accepted_fraction)
+
+
+def test_speaker_slices_match_sklearn(board: pd.DataFrame, results_root: Path) -> None:
+    base = results_root / "ravdess" / SI_SPLIT
+    for r in board.itertuples(index=False):
+        pooled = _pooled(base, r.features, r.model)
+        per = {
+            spk: balanced_accuracy_score(part["y_true"], part["y_pred"])
+            for spk, part in pooled.groupby("speaker")
+        }
+        ua = np.array(list(per.values()))
+        assert r.n_test_speakers == 9
+        assert r.ua_speaker_worst == pytest.approx(ua.min(), abs=1e-12)
+        assert r.ua_speaker_median == pytest.approx(np.median(ua), abs=1e-12)
+        assert r.ua_speaker_spread == pytest.approx(ua.max() - ua.min(), abs=1e-12)
+        worst = sorted(per, key=lambda s: (round(per[s], 12), s))[:3]  # ties by name
+        assert r.worst_speakers == "; ".join(f"{s} {per[s]:.3f}" for s in worst)
+    assert not [c for c in board.columns if c.startswith("ua_gender_")]  # no gender column here
+
+
+def test_provenance_json_beside_the_board(board: pd.DataFrame, results_root: Path, tmp_path: Path) -> None:
+    a = write_leaderboard(board, collect_results(results_root), tmp_path / "a", plots=False)
+    b = write_leaderboard(board, collect_results(results_root), tmp_path / "b", plots=False)
+    assert a["provenance"] == tmp_path / "a" / "provenance.json"
+    assert a["provenance"].read_bytes() == b["provenance"].read_bytes()  # deterministic
+    prov = json.loads(a["provenance"].read_text())
+    # write_fake_results: 18 units, seed 0, cpu, sertool 0.1.0, no git commit, created 21:30:00..02
+    assert prov["corpus"] == "ravdess" and prov["split_id"] == SI_SPLIT
+    assert prov["n_units"] == 18 and prov["folds"] == [0, 1, 2]
+    assert prov["git_commits"] == [None] and prov["sertool_versions"] == ["0.1.0"]
+    assert prov["devices"] == ["cpu"] and prov["seeds"] == [0]
+    assert prov["split_ids"] == [SI_SPLIT] and prov["label_schemes"] == ["native-v1"]
+    assert prov["feature_keys"] == ["mfcc40/v1-abcdef1234", "whisper-base/v1-abcdef1234"]
+    assert prov["created"] == {"first": "2026-11-22T21:30:00Z", "last": "2026-11-22T21:30:02Z"}
+    assert prov["python_versions"] == ["3.11"] and prov["platforms"] == [None] and prov["packages"] == {}
+    assert sorted(prov["entries"]) == sorted(f"{f} / {m}" for f in FEATURES for m in MODELS)
+    assert prov["entries"]["mfcc40 / svm"]["n_units"] == 3
+    assert prov["entries"]["mfcc40 / svm"]["feature_keys"] == ["mfcc40/v1-abcdef1234"]

@@ -12,12 +12,17 @@ from sertool.exceptions import ParameterError
 from sertool.metrics import (
     aggregate_folds,
     bootstrap_ua_ci,
+    brier_score,
     confusion,
     correct_pvalues,
+    expected_calibration_error,
     macro_f1,
+    negative_log_likelihood,
     paired_test,
     per_class_recall,
+    reliability_bins,
     score_all,
+    ua_by_group,
     unweighted_accuracy,
     weighted_accuracy,
 )
@@ -226,3 +231,90 @@ def test_correct_pvalues_known_numbers():
         correct_pvalues([0.5, 1.5])
     with pytest.raises(ParameterError, match="'nope'"):
         correct_pvalues([0.5], "nope")
+
+
+# ------------------------------------------------------------------------------------------ calibration
+
+# 4 clips, 2 classes (a, b); probabilities (p_a, p_b):
+#   1: y=a, (0.90, 0.10) -> predicts a, right, confidence 0.90
+#   2: y=b, (0.91, 0.09) -> predicts a, wrong, confidence 0.91
+#   3: y=a, (0.38, 0.62) -> predicts b, wrong, confidence 0.62
+#   4: y=b, (0.28, 0.72) -> predicts b, right, confidence 0.72
+# 15 bins of width 1/15: 0.90 and 0.91 both fall in bin 13 = (0.8667, 0.9333], 0.62 in bin 9 = (0.6, 0.6667],
+# 0.72 in bin 10 = (0.6667, 0.7333].
+#   ECE = 2/4 |0.5 - 0.905| + 1/4 |0 - 0.62| + 1/4 |1 - 0.72| = 0.2025 + 0.155 + 0.07 = 0.4275
+#   Brier: 1: 0.1^2 + 0.1^2 = 0.02; 2: 0.91^2 + 0.91^2 = 1.6562; 3: 0.62^2 * 2 = 0.7688; 4: 0.28^2 * 2 = 0.1568
+#          mean = 2.6018 / 4 = 0.65045
+#   NLL = -(ln 0.9 + ln 0.09 + ln 0.38 + ln 0.72) / 4 = (0.105361 + 2.407946 + 0.967584 + 0.328504) / 4
+#       = 0.952349
+CAL_Y = ["a", "b", "a", "b"]
+CAL_P = [[0.90, 0.10], [0.91, 0.09], [0.38, 0.62], [0.28, 0.72]]
+
+
+def test_calibration_metrics_hand_computed():
+    assert expected_calibration_error(CAL_Y, CAL_P, ["a", "b"]) == pytest.approx(0.4275)
+    assert brier_score(CAL_Y, CAL_P, ["a", "b"]) == pytest.approx(0.65045)
+    assert negative_log_likelihood(CAL_Y, CAL_P, ["a", "b"]) == pytest.approx(0.952349, abs=1e-6)
+    table = reliability_bins(CAL_Y, CAL_P, ["a", "b"])
+    assert table["count"].tolist() == [0] * 9 + [1, 1, 0, 0, 2, 0]
+    assert table["accuracy"][13] == pytest.approx(0.5) and table["confidence"][13] == pytest.approx(0.905)
+    assert table["accuracy"][9] == 0.0 and table["accuracy"][10] == 1.0
+    assert np.isnan(table["accuracy"][0]) and np.isnan(table["confidence"][14])
+    np.testing.assert_allclose(table["lower"][[0, 14]], [0.0, 14 / 15])
+    # integer labels index the columns directly; columns named in another order give the same numbers
+    assert brier_score([0, 1, 0, 1], CAL_P) == pytest.approx(0.65045)
+    swapped = np.asarray(CAL_P)[:, ::-1]
+    assert expected_calibration_error(CAL_Y, swapped, ["b", "a"]) == pytest.approx(0.4275)
+    assert negative_log_likelihood(CAL_Y, swapped, ["b", "a"]) == pytest.approx(0.952349, abs=1e-6)
+
+
+def test_calibration_edge_cases():
+    # perfectly confident and right: everything 0
+    assert expected_calibration_error(["a", "b"], [[1.0, 0.0], [0.0, 1.0]], ["a", "b"]) == 0.0
+    assert brier_score(["a", "b"], [[1.0, 0.0], [0.0, 1.0]], ["a", "b"]) == 0.0
+    # confidently wrong: Brier 1^2 + 1^2 = 2 per clip; NLL -ln(1e-12) = 27.631
+    assert brier_score(["a"], [[0.0, 1.0]], ["a", "b"]) == pytest.approx(2.0)
+    assert negative_log_likelihood(["a"], [[0.0, 1.0]], ["a", "b"]) == pytest.approx(12 * math.log(10))
+    # a true class the model has no column for: probability 0 (Brier adds its indicator, 1)
+    assert brier_score(["c"], [[0.5, 0.5]], ["a", "b"]) == pytest.approx(0.25 + 0.25 + 1.0)
+    assert negative_log_likelihood(["c"], [[0.5, 0.5]], ["a", "b"]) == pytest.approx(12 * math.log(10))
+    # y_pred decides correctness when given (ties of the top probability broken another way)
+    tie = [[0.5, 0.5]]
+    assert expected_calibration_error(["b"], tie, ["a", "b"]) == pytest.approx(0.5)  # argmax: a, wrong
+    assert expected_calibration_error(["b"], tie, ["a", "b"], y_pred=["b"]) == pytest.approx(0.5)  # right
+    assert reliability_bins(["b"], tie, ["a", "b"], y_pred=["b"])["accuracy"][7] == 1.0
+    with pytest.raises(ParameterError, match="sum to 1"):
+        brier_score(["a"], [[0.5, 0.2]], ["a", "b"])
+    with pytest.raises(ParameterError, match="2 labels but proba has 1 rows"):
+        negative_log_likelihood(["a", "b"], [[0.5, 0.5]], ["a", "b"])
+    with pytest.raises(ParameterError, match="classes names 3 columns"):
+        expected_calibration_error(["a"], [[0.5, 0.5]], ["a", "b", "c"])
+    with pytest.raises(ParameterError, match="column indices"):
+        brier_score(["a"], [[0.5, 0.5]])
+
+
+def test_calibration_matches_sklearn_on_random_probabilities(rng):
+    from sklearn.metrics import brier_score_loss, log_loss
+
+    proba = rng.dirichlet(np.ones(5) * 0.7, size=400)
+    y = rng.integers(0, 5, 400)
+    assert brier_score(y, proba) == pytest.approx(brier_score_loss(y, proba, labels=range(5)), rel=1e-12)
+    assert negative_log_likelihood(y, proba) == pytest.approx(log_loss(y, proba, labels=range(5)), rel=1e-9)
+    # ECE: the same as a plain loop over the 15 bins (lo, hi]
+    conf, correct = proba.max(axis=1), (proba.argmax(axis=1) == y)
+    ece = sum(
+        np.mean(m) * abs(correct[m].mean() - conf[m].mean())
+        for b in range(15)
+        if (m := (conf > b / 15) & (conf <= (b + 1) / 15)).any()
+    )
+    assert expected_calibration_error(y, proba) == pytest.approx(ece, abs=1e-12)
+
+
+def test_ua_by_group_matches_per_group_balanced_accuracy(rng):
+    y, p, g = simulate(6, clips=30, acc=(0.3, 0.9), seed=11)
+    out = ua_by_group(y, p, g)
+    assert list(out) == list(range(6))
+    for group, ua in out.items():
+        assert ua == pytest.approx(balanced_accuracy_score(y[g == group], p[g == group]), abs=1e-12)
+    # a group that has one class only: UA is the recall of that class
+    assert ua_by_group(["a", "a", "b"], ["a", "b", "b"], ["s1", "s1", "s2"]) == {"s1": 0.5, "s2": 1.0}

@@ -14,7 +14,21 @@ What a leaderboard row states, and how it is computed
   percentile bootstrap interval (:func:`sertool.metrics.bootstrap_ua_ci`), resampling **speakers** when the
   split is speaker-independent (clips of one speaker are correlated) and clips otherwise. Pooled
   predictions are ordered by fold, then utt_id, so the result does not depend on row order in the files.
+  With fewer than :data:`MIN_CI_SPEAKERS` test speakers on a speaker-independent split the interval is
+  left empty (``nan``; "n/a: 2 speakers" on the pages): a cluster bootstrap over so few speakers says
+  nothing. ``n_test_speakers``: the distinct speakers of the pooled predictions.
 - ``recall__<class>``: per-class recall of the pooled predictions.
+- Calibration, from the stored class probabilities (``proba__<class>``), computed per fold and summarised as
+  mean and sample std over folds: ``ece_*`` (expected calibration error, 15 equal-width bins of the top
+  probability, :func:`sertool.metrics.expected_calibration_error`), ``brier_*`` (multi-class Brier score)
+  and ``nll_*`` (negative log-likelihood of the true class, ``p`` clipped at ``1e-12``). The HTML page
+  draws the reliability diagram of the best three entries (``reliability.png``).
+- Slices of the pooled predictions: ``ua_speaker_worst``/``ua_speaker_median``/``ua_speaker_spread`` (UA
+  within each test speaker: the lowest, the median, highest minus lowest) and ``worst_speakers`` (the three
+  lowest, ``"Actor_05 0.310; ..."``); ``ua_gender_<value>`` (UA within each gender) when the predictions
+  carry a ``gender`` column with two known values or more.
+- ``ua_accepted``/``accepted_fraction``: UA over the clips the out-of-distribution guard accepted (the
+  predictions' ``in_distribution`` column, pooled over folds) and their share; ``nan`` without that column.
 - ``p_vs_best``: paired sign-flip permutation test (:func:`sertool.metrics.paired_test`, swapping whole
   speakers on speaker-independent splits) of the entry against the best entry, on the utterances both have
   predictions for; ``p_vs_best_holm``: the same p-values Holm-corrected over the family of entries. The best
@@ -25,7 +39,9 @@ What a leaderboard row states, and how it is computed
 
 Rows are sorted by ``ua_mean`` descending, ties broken by feature view then model name. Identical inputs
 give a byte-identical CSV: every random procedure is seeded, floats are written with a fixed format, no
-timestamps.
+timestamps. ``provenance.json`` beside the board states where its numbers came from: the union over its
+unit records of package versions, git commits, devices, seeds, split ids, label schemes, feature keys and
+the range of their creation times (:func:`board_provenance`).
 """
 
 from __future__ import annotations
@@ -47,19 +63,28 @@ import pandas as pd
 from sertool.bench.records import RECORD_SCHEMA, ResultsLayout, UnitRecord, read_unit
 from sertool.exceptions import ParameterError, ResultsError
 from sertool.metrics import (
+    ECE_BINS,
     aggregate_folds,
     bootstrap_ua_ci,
+    brier_score,
     confusion,
     correct_pvalues,
+    expected_calibration_error,
+    negative_log_likelihood,
     paired_test,
     per_class_recall,
+    reliability_bins,
+    ua_by_group,
     unweighted_accuracy,
 )
 
 __all__ = [
     "BOARD_COLUMNS",
+    "EXTRA_COLUMNS",
+    "MIN_CI_SPEAKERS",
     "ResultSet",
     "ResultsError",
+    "board_provenance",
     "build_leaderboard",
     "collect_results",
     "compare_leaderboards",
@@ -93,8 +118,32 @@ BOARD_COLUMNS: tuple[str, ...] = (
     "corpus",
     "seed",
 )
-#: Extra columns after :data:`BOARD_COLUMNS` and before the ``recall__<class>`` columns.
-EXTRA_COLUMNS: tuple[str, ...] = ("complete", "ua_pooled", "macro_f1_std", "n_test", "feature_key")
+#: Extra columns after :data:`BOARD_COLUMNS` and before the ``ua_gender_<value>`` and ``recall__<class>``
+#: columns.
+EXTRA_COLUMNS: tuple[str, ...] = (
+    "complete",
+    "ua_pooled",
+    "macro_f1_std",
+    "n_test",
+    "feature_key",
+    "n_test_speakers",
+    "ece_mean",
+    "ece_std",
+    "brier_mean",
+    "brier_std",
+    "nll_mean",
+    "nll_std",
+    "ua_speaker_worst",
+    "ua_speaker_median",
+    "ua_speaker_spread",
+    "worst_speakers",
+    "ua_accepted",
+    "accepted_fraction",
+)
+#: Fewest test speakers whose speaker-cluster bootstrap interval is printed (fewer: ``nan``, "n/a").
+MIN_CI_SPEAKERS = 5
+#: Number of entries whose reliability diagram the HTML page draws (the best ones).
+RELIABILITY_ENTRIES = 3
 
 #: printf format of every float in the CSV files (fixed, so identical inputs give identical bytes).
 FLOAT_FORMAT = "%.6g"
@@ -102,6 +151,9 @@ FLOAT_FORMAT = "%.6g"
 SCHEMA = RECORD_SCHEMA
 RECALL_PREFIX = "recall__"
 PROBA_PREFIX = "proba__"
+GENDER_PREFIX = "ua_gender_"
+#: How many of the lowest-UA speakers ``worst_speakers`` names.
+N_WORST_SPEAKERS = 3
 
 _PRED_COLUMNS = ("utt_id", "speaker", "y_true", "y_pred")
 
@@ -122,7 +174,8 @@ class ResultSet:
         split_id, split_strategy, speaker_independent, protocol, label_scheme, fold, features,
         feature_key, model, model_params`` (JSON text), ``seed, classes`` (tuple), ``n_train, n_valid,
         n_test, n, wa, ua, macro_f1, fit_seconds, predict_seconds, device, tuned, confusion`` (nested list
-        of counts), ``split_dir, json_path, predictions_path`` and ``recall__<class>`` (fold-level).
+        of counts), ``provenance`` (JSON text of the record's provenance), ``created``, ``split_dir,
+        json_path, predictions_path`` and ``recall__<class>`` (fold-level).
     """
 
     root: Path
@@ -269,6 +322,8 @@ def _unit_row(record: UnitRecord, path: Path) -> dict[str, Any]:
         "device": record.device,
         "tuned": bool(record.tuned),
         "confusion": metrics.get("confusion"),
+        "provenance": json.dumps(record.provenance, sort_keys=True, default=str),
+        "created": str(record.created),
         "split_dir": str(ResultsLayout.split_dir_of(path)),
         "json_path": str(path),
         "predictions_path": str(ResultsLayout.predictions_of(path)),
@@ -421,11 +476,16 @@ def _pooled_summary(
     preds: pd.DataFrame, split: _SplitFacts, *, n_boot: int, alpha: float, seed: int
 ) -> dict[str, Any]:
     """The columns of one entry that come from its test predictions pooled over folds: UA, its bootstrap
-    interval (resampling speakers on a speaker-independent split, clips otherwise), the test count and
+    interval (resampling speakers on a speaker-independent split, clips otherwise; ``nan`` with fewer than
+    :data:`MIN_CI_SPEAKERS` test speakers on a speaker-independent split), the test and speaker counts and
     ``recall__<class>`` (the split's classes first, then any other label seen, sorted)."""
     y_true, y_pred = preds["y_true"].to_numpy(), preds["y_pred"].to_numpy()
+    n_speakers = int(preds["speaker"].nunique())
     groups = preds["speaker"].to_numpy() if split.speaker_independent else None
-    low, high = bootstrap_ua_ci(y_true, y_pred, groups, n_boot=n_boot, alpha=alpha, seed=seed)
+    if split.speaker_independent and n_speakers < MIN_CI_SPEAKERS:
+        low, high = math.nan, math.nan
+    else:
+        low, high = bootstrap_ua_ci(y_true, y_pred, groups, n_boot=n_boot, alpha=alpha, seed=seed)
     labels = list(split.classes) + sorted((set(y_true) | set(y_pred)) - set(split.classes))
     recall = per_class_recall(y_true, y_pred, labels)
     return {
@@ -433,8 +493,115 @@ def _pooled_summary(
         "ua_ci_high": high,
         "ua_pooled": unweighted_accuracy(y_true, y_pred),
         "n_test": len(preds),
+        "n_test_speakers": n_speakers,
         **{f"{RECALL_PREFIX}{c}": recall[c] for c in labels},
     }
+
+
+def _proba_columns(preds: pd.DataFrame) -> list[str]:
+    return [c for c in preds.columns if c.startswith(PROBA_PREFIX)]
+
+
+def _fold_proba(part: pd.DataFrame) -> tuple[np.ndarray, list[str]] | None:
+    """The probability matrix of one fold's predictions and its class names (columns a fold lacks, i.e. all
+    empty after pooling, are left out); ``None`` without probabilities."""
+    cols = [c for c in _proba_columns(part) if part[c].notna().any()]
+    if not cols:
+        return None
+    return part[cols].to_numpy(dtype=np.float64), [c[len(PROBA_PREFIX) :] for c in cols]
+
+
+def _calibration_summary(preds: pd.DataFrame, name: str) -> dict[str, Any]:
+    """``ece_*``, ``brier_*``, ``nll_*`` (mean and sample std over folds) of one entry's stored probabilities;
+    ``nan`` without probabilities or when they are malformed (logged, naming the entry)."""
+    empty = {f"{m}_{s}": math.nan for m in ("ece", "brier", "nll") for s in ("mean", "std")}
+    folds = []
+    for fold, part in preds.groupby("fold", sort=True):
+        got = _fold_proba(part)
+        if got is None:
+            log.warning("%s: fold %s has no class probabilities; no calibration figures", name, fold)
+            return empty
+        proba, classes = got
+        y_true, y_pred = part["y_true"].to_numpy(), part["y_pred"].to_numpy()
+        try:
+            folds.append(
+                {
+                    "ece": expected_calibration_error(y_true, proba, classes, y_pred=y_pred),
+                    "brier": brier_score(y_true, proba, classes),
+                    "nll": negative_log_likelihood(y_true, proba, classes),
+                }
+            )
+        except ParameterError as exc:
+            log.warning(
+                "%s: fold %s: unusable class probabilities (%s); no calibration figures", name, fold, exc
+            )
+            return empty
+    agg = aggregate_folds(folds, metrics=("ece", "brier", "nll"))
+    return {k: agg[k] for k in empty}
+
+
+def _known_genders(preds: pd.DataFrame) -> pd.Series | None:
+    """The ``gender`` column as stripped lower-case text, unknown (empty, missing) as ``None``; ``None`` when
+    the predictions have no such column."""
+    if "gender" not in preds.columns:
+        return None
+    text = preds["gender"].astype("string").str.strip().str.lower().fillna("").astype(object)
+    return text.where(~text.isin(("", "nan", "none")), None)
+
+
+def _accepted(preds: pd.DataFrame, name: str) -> np.ndarray | None:
+    """The ``in_distribution`` column as booleans; ``None`` when absent, partly missing or not boolean (the
+    last two logged)."""
+    if "in_distribution" not in preds.columns:
+        return None
+    col = preds["in_distribution"]
+    if col.isna().any():
+        log.warning(
+            "%s: %d of %d predictions lack in_distribution (a fold without the guard); no ua_accepted",
+            name,
+            int(col.isna().sum()),
+            len(col),
+        )
+        return None
+    values = col.to_numpy()
+    if values.dtype == bool:
+        return values
+    if values.dtype == object and all(isinstance(v, bool | np.bool_) for v in values):
+        return values.astype(bool)
+    if np.issubdtype(values.dtype, np.number) and np.isin(values, (0, 1)).all():
+        return values.astype(bool)
+    log.warning("%s: in_distribution is not boolean (dtype %s); no ua_accepted", name, values.dtype)
+    return None
+
+
+def _slice_summary(preds: pd.DataFrame, name: str) -> dict[str, Any]:
+    """UA within slices of one entry's pooled predictions: per speaker (lowest, median, spread, the three
+    lowest named), per gender (``ua_gender_<value>``, with two known genders or more) and over the clips the
+    out-of-distribution guard accepted."""
+    y_true, y_pred = preds["y_true"].to_numpy(), preds["y_pred"].to_numpy()
+    per_speaker = ua_by_group(y_true, y_pred, preds["speaker"].to_numpy())
+    ua = np.array(list(per_speaker.values()))
+    # ties (to rounding: UA sums recalls in another order per speaker) broken by speaker name
+    worst = sorted(per_speaker.items(), key=lambda kv: (round(kv[1], 12), str(kv[0])))[:N_WORST_SPEAKERS]
+    out: dict[str, Any] = {
+        "ua_speaker_worst": float(ua.min()),
+        "ua_speaker_median": float(np.median(ua)),
+        "ua_speaker_spread": float(ua.max() - ua.min()),
+        "worst_speakers": "; ".join(f"{spk} {_num(v)}" for spk, v in worst),
+        "ua_accepted": math.nan,
+        "accepted_fraction": math.nan,
+    }
+    genders = _known_genders(preds)
+    if genders is not None and genders.nunique() >= 2:
+        known = genders.notna().to_numpy()
+        by_gender = ua_by_group(y_true[known], y_pred[known], genders[known].to_numpy())
+        out.update({f"{GENDER_PREFIX}{g}": v for g, v in by_gender.items()})
+    accepted = _accepted(preds, name)
+    if accepted is not None:
+        out["accepted_fraction"] = float(accepted.mean())
+        if accepted.any():
+            out["ua_accepted"] = unweighted_accuracy(y_true[accepted], y_pred[accepted])
+    return out
 
 
 def _ranked(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -445,8 +612,9 @@ def _ranked(rows: list[dict[str, Any]]) -> pd.DataFrame:
         ["ua_mean", "features", "model"], ascending=[False, True, True], na_position="last", kind="mergesort"
     ).reset_index(drop=True)
     board.insert(0, "rank", np.arange(1, len(board) + 1))
+    gender_cols = sorted(c for c in board.columns if c.startswith(GENDER_PREFIX))
     recall_cols = [c for c in board.columns if c.startswith(RECALL_PREFIX)]
-    return board[[*BOARD_COLUMNS, *EXTRA_COLUMNS, *recall_cols]]
+    return board[[*BOARD_COLUMNS, *EXTRA_COLUMNS, *gender_cols, *recall_cols]]
 
 
 def _best_index(board: pd.DataFrame) -> int:
@@ -532,6 +700,7 @@ def build_leaderboard(
     -------
     pandas.DataFrame
         One row per entry, columns :data:`BOARD_COLUMNS`, then :data:`EXTRA_COLUMNS`, then
+        ``ua_gender_<value>`` (sorted; only when the predictions carry two known genders or more), then
         ``recall__<class>`` in the class order of the units. ``attrs`` holds ``corpus, split_id, protocol,
         label_scheme, speaker_independent, n_folds, n_boot, alpha, seed, best``.
 
@@ -552,6 +721,8 @@ def build_leaderboard(
         {
             **_fold_summary(entry, units, split),
             **_pooled_summary(pooled[entry], split, n_boot=n_boot, alpha=alpha, seed=seed),
+            **_calibration_summary(pooled[entry], f"{split.where} {entry[0]}/{entry[1]}"),
+            **_slice_summary(pooled[entry], f"{split.where} {entry[0]}/{entry[1]}"),
         }
         for entry, units in groups.items()
     ]
@@ -596,6 +767,15 @@ def _pm(mean: Any, std: Any) -> str:
     if mean is None or (isinstance(mean, float) and math.isnan(mean)):
         return ""
     return _num(mean) + ("" if isinstance(std, float) and math.isnan(std) else f" ± {_num(std)}")
+
+
+def _ci_cell(low: Any, high: Any, n_speakers: Any) -> str:
+    """``[0.431, 0.598]``, or ``n/a: 2 speakers`` when the interval was withheld for too few speakers."""
+    if _num(low) == "" and n_speakers is not None and not pd.isna(n_speakers):
+        n = int(n_speakers)
+        if n < MIN_CI_SPEAKERS:
+            return f"n/a: {n} speaker{'' if n == 1 else 's'}"
+    return f"[{_num(low)}, {_num(high)}]"
 
 
 def _md_table(header: Sequence[str], rows: Iterable[Sequence[Any]], right: Sequence[bool]) -> str:
@@ -664,11 +844,29 @@ def _notes(meta: dict[str, Any]) -> list[str]:
         "WA = accuracy, UA = balanced accuracy (mean per-class recall), F1 = macro-F1.",
         "WA/UA/F1: mean ± sample standard deviation (ddof=1) over folds.",
         f"UA {level}% CI: percentile bootstrap ({boot}) of the pooled test predictions of all folds, "
-        f"resampling {unit}.",
+        f"resampling {unit}"
+        + (
+            f"; not given (n/a) with fewer than {MIN_CI_SPEAKERS} test speakers."
+            if meta["speaker_independent"]
+            else "."
+        ),
+        f"Calibration: ECE = expected calibration error ({ECE_BINS} equal-width bins of the top probability: "
+        "sum over bins of |bin|/n x |accuracy - mean confidence|); Brier = mean over clips of "
+        "sum_k (p_k - 1[y=k])^2; NLL = mean -log p(true class), p clipped at 1e-12; each per fold, then "
+        "mean ± sample std over folds. Lower is better for all three. reliability.png: reliability diagrams "
+        f"of the best {RELIABILITY_ENTRIES} entries (pooled test predictions).",
+        "Slices: UA within each test speaker (worst, median, spread = best - worst, the three worst named) "
+        "and within each gender, from the pooled predictions. UA accepted: UA over the clips the "
+        "out-of-distribution guard accepted (accepted = their share); shown only when the predictions "
+        "carry the guard's decision.",
         f"p vs best: paired sign-flip permutation test of the UA difference against the best complete entry "
         f"on shared utterances, swapping {swap}; Holm-corrected over all entries.",
         "fit s: mean training time per fold. Entries marked incomplete lack folds; compare with care.",
     ]
+
+
+_CALIBRATION_CAPTION = "Calibration (test probabilities; mean ± std over folds)"
+_SLICES_CAPTION = "Slices (UA within speakers and groups; pooled over folds)"
 
 
 def _board_display(board: pd.DataFrame) -> tuple[list[str], list[list[str]], list[bool]]:
@@ -698,7 +896,7 @@ def _board_display(board: pd.DataFrame) -> tuple[list[str], list[list[str]], lis
                 folds,
                 _pm(r.wa_mean, r.wa_std),
                 _pm(r.ua_mean, r.ua_std),
-                f"[{_num(r.ua_ci_low)}, {_num(r.ua_ci_high)}]",
+                _ci_cell(r.ua_ci_low, r.ua_ci_high, getattr(r, "n_test_speakers", None)),
                 _num(r.macro_f1_mean),
                 _num(r.fit_seconds, 2),
                 _pval(r.p_vs_best),
@@ -706,6 +904,57 @@ def _board_display(board: pd.DataFrame) -> tuple[list[str], list[list[str]], lis
             ]
         )
     return header, rows, right
+
+
+def _has(board: pd.DataFrame, col: str) -> bool:
+    return col in board.columns and bool(board[col].notna().any())
+
+
+def _calibration_display(board: pd.DataFrame) -> tuple[list[str], list[list[str]], list[bool]]:
+    header = ["features", "model", "ECE", "Brier", "NLL"]
+    rows = [
+        [
+            str(r["features"]),
+            str(r["model"]),
+            *(_pm(r.get(f"{m}_mean"), r.get(f"{m}_std", math.nan)) for m in ("ece", "brier", "nll")),
+        ]
+        for _, r in board.iterrows()
+    ]
+    return header, rows, [False, False, True, True, True]
+
+
+def _slices_display(board: pd.DataFrame) -> tuple[list[str], list[list[str]], list[bool]]:
+    genders = sorted(c for c in board.columns if c.startswith(GENDER_PREFIX))
+    guard = _has(board, "accepted_fraction")
+    header = [
+        "features",
+        "model",
+        "speakers",
+        "worst speaker",
+        "median speaker",
+        "spread",
+        "3 worst speakers",
+    ]
+    header += [f"UA {g[len(GENDER_PREFIX) :]}" for g in genders]
+    header += ["UA accepted", "accepted"] if guard else []
+    rows = []
+    for _, r in board.iterrows():
+        n = r.get("n_test_speakers")
+        cells = [
+            str(r["features"]),
+            str(r["model"]),
+            "" if n is None or pd.isna(n) else str(int(n)),
+            _num(r.get("ua_speaker_worst")),
+            _num(r.get("ua_speaker_median")),
+            _num(r.get("ua_speaker_spread")),
+            "" if pd.isna(r.get("worst_speakers")) else str(r.get("worst_speakers", "")),
+            *(_num(r[g]) for g in genders),
+        ]
+        if guard:
+            cells += [_num(r.get("ua_accepted")), _num(r.get("accepted_fraction"))]
+        rows.append(cells)
+    right = [False, False, True, True, True, True, False, *([True] * len(genders))]
+    return header, rows, right + ([True, True] if guard else [])
 
 
 def _recall_display(board: pd.DataFrame) -> tuple[list[str], list[list[str]], list[bool]]:
@@ -722,6 +971,10 @@ def leaderboard_markdown(board: pd.DataFrame, *, title: str = "") -> str:
     if _is_synthetic(meta["corpus"]):
         parts.append(f"> **{_banner()}**\n")
     parts.append(_md_table(*_board_display(board)))
+    parts.append(f"## {_CALIBRATION_CAPTION}\n")
+    parts.append(_md_table(*_calibration_display(board)))
+    parts.append(f"## {_SLICES_CAPTION}\n")
+    parts.append(_md_table(*_slices_display(board)))
     parts.append("## Per-class recall (pooled over folds)\n")
     parts.append(_md_table(*_recall_display(board)))
     layers = layerwise(board)
@@ -865,6 +1118,47 @@ def plot_layerwise(table: pd.DataFrame, *, title: str = "") -> bytes:
     return _png_bytes(fig)
 
 
+def plot_reliability(panels: Sequence[tuple[str, dict[str, np.ndarray]]]) -> bytes:
+    """PNG of reliability diagrams side by side: per entry, accuracy against confidence per bin (bars; the
+    dashed diagonal is perfect calibration, dots the mean confidence of each bin) above the clips per bin.
+
+    Parameters
+    ----------
+    panels : sequence of (title, table)
+        ``table`` from :func:`sertool.metrics.reliability_bins` (pooled test predictions of one entry).
+
+    Returns
+    -------
+    bytes
+        The PNG file's content.
+    """
+    n = max(1, len(panels))
+    fig = _new_figure(3.6 * n, 5.2)
+    grid = fig.add_gridspec(2, n, height_ratios=(3, 1), hspace=0.08)
+    for i, (title, table) in enumerate(panels):
+        ax = fig.add_subplot(grid[0, i])
+        counts = fig.add_subplot(grid[1, i], sharex=ax)
+        lower, upper = table["lower"], table["upper"]
+        width, centre = upper - lower, (lower + upper) / 2
+        acc = np.nan_to_num(table["accuracy"], nan=0.0)
+        ax.bar(centre, acc, width=width, color="C0", edgecolor="white", alpha=0.85, label="accuracy")
+        used = table["count"] > 0
+        ax.plot(table["confidence"][used], table["accuracy"][used], "o", color="C3", ms=3, label="mean conf.")
+        ax.plot([0, 1], [0, 1], "--", color="0.4", linewidth=1, label="perfect calibration")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_title(title, fontsize="small")
+        ax.tick_params(labelbottom=False)
+        if i == 0:
+            ax.set_ylabel("accuracy")
+            ax.legend(loc="upper left", fontsize="x-small")
+        counts.bar(centre, table["count"], width=width, color="0.5", edgecolor="white")
+        counts.set_xlabel("confidence (top probability)")
+        if i == 0:
+            counts.set_ylabel("clips")
+    return _png_bytes(fig)
+
+
 def plot_confusion(y_true: Any, y_pred: Any, classes: Sequence[str], *, title: str = "") -> bytes:
     """PNG of a row-normalised confusion matrix (rows: true class, columns: predicted), as bytes."""
     from sklearn.metrics import ConfusionMatrixDisplay
@@ -989,6 +1283,12 @@ def _write_plots(
         images.append((caption, png))
 
     put("ua_ci", out / "ua_ci.png", "UA with confidence interval per entry", plot_ua_ci(board))
+    panels = _reliability_panels(board, results, meta)
+    if panels:
+        caption = "Reliability (pooled test predictions): " + ", ".join(title for title, _ in panels)
+        put("reliability", out / "reliability.png", caption, plot_reliability(panels))
+    else:  # no entry has probabilities: a diagram left by an earlier render must go
+        (out / "reliability.png").unlink(missing_ok=True)
     layers = layerwise(board)
     if not layers.empty:
         png = plot_layerwise(layers, title=f"{meta['corpus']} / {meta['split_id']}")
@@ -1012,6 +1312,30 @@ def _write_plots(
     return written, images
 
 
+def _reliability_panels(
+    board: pd.DataFrame, results: ResultSet, meta: dict[str, Any]
+) -> list[tuple[str, dict[str, np.ndarray]]]:
+    """``(title, reliability table)`` of the best :data:`RELIABILITY_ENTRIES` entries (board order) whose
+    predictions carry usable class probabilities, pooled over folds."""
+    panels: list[tuple[str, dict[str, np.ndarray]]] = []
+    for r in board.itertuples(index=False):
+        if len(panels) == RELIABILITY_ENTRIES:
+            break
+        preds = results.predictions(r.features, r.model, corpus=meta["corpus"], split_id=meta["split_id"])
+        got = _fold_proba(preds)
+        if got is None or preds[[PROBA_PREFIX + c for c in got[1]]].isna().any().any():
+            continue
+        proba, classes = got
+        y_true, y_pred = preds["y_true"].to_numpy(), preds["y_pred"].to_numpy()
+        try:
+            table = reliability_bins(y_true, proba, classes, y_pred=y_pred)
+        except ParameterError:
+            continue  # logged when the board was built
+        ece = expected_calibration_error(y_true, proba, classes, y_pred=y_pred)
+        panels.append((f"#{r.rank} {r.features} / {r.model} (ECE {_num(ece)})", table))
+    return panels
+
+
 def _leaderboard_html(
     board: pd.DataFrame, meta: dict[str, Any], title: str, images: list[tuple[str, bytes]]
 ) -> str:
@@ -1023,6 +1347,8 @@ def _leaderboard_html(
         banner=_banner() if _is_synthetic(meta["corpus"]) else "",
         tables=[
             _table("", _board_display(board), row_cls),
+            _table(_CALIBRATION_CAPTION, _calibration_display(board), row_cls),
+            _table(_SLICES_CAPTION, _slices_display(board), row_cls),
             _table("Per-class recall (pooled over folds)", _recall_display(board), row_cls),
         ],
         images=images,
@@ -1051,8 +1377,9 @@ def write_leaderboard(
     Returns
     -------
     dict of str to Path
-        ``csv``, ``md``, ``html``, and with plots ``ua_ci``, ``layerwise`` (when the board has single-layer
-        views) and ``confusion/<features>__<model>``.
+        ``csv``, ``md``, ``html``, ``provenance`` (``provenance.json``, :func:`board_provenance`), and with
+        plots ``ua_ci``, ``reliability`` (when an entry has class probabilities), ``layerwise`` (when the
+        board has single-layer views) and ``confusion/<features>__<model>``.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -1060,6 +1387,11 @@ def write_leaderboard(
     title = title or f"Leaderboard: {meta['corpus']} / {meta['split_id']}"
     written = {"csv": out / "leaderboard.csv", "md": out / "leaderboard.md"}
     written["csv"].write_bytes(_csv_text(board).encode("utf-8"))
+    written["provenance"] = out / "provenance.json"
+    provenance = board_provenance(board, results)
+    written["provenance"].write_text(
+        json.dumps(provenance, indent=1, sort_keys=True) + "\n", encoding="utf-8"
+    )
     written["md"].write_text(leaderboard_markdown(board, title=title), encoding="utf-8")
     images: list[tuple[str, bytes]] = []
     if plots:
@@ -1069,6 +1401,88 @@ def write_leaderboard(
     written["html"].write_text(_leaderboard_html(board, meta, title, images), encoding="utf-8")
     log.info("leaderboard of %s/%s written to %s", meta["corpus"], meta["split_id"], out)
     return written
+
+
+# ------------------------------------------------------------------------------------------- provenance
+
+
+def _union(values: Iterable[Any]) -> list[Any]:
+    """The distinct values, sorted (numbers before text, ``None`` last), as plain JSON values."""
+    uniq = {(v.item() if isinstance(v, np.generic) else v) for v in values}
+    return sorted(
+        uniq,
+        key=lambda v: (
+            v is None,
+            not isinstance(v, int | float),
+            v if isinstance(v, int | float) else str(v),
+        ),
+    )
+
+
+def _created_range(values: Iterable[Any]) -> dict[str, str | None]:
+    stamps = sorted(str(v) for v in values if v is not None and str(v) not in ("", "nan"))
+    return {"first": stamps[0] if stamps else None, "last": stamps[-1] if stamps else None}
+
+
+def _provenance_union(units: pd.DataFrame, *, packages: bool) -> dict[str, Any]:
+    """Union over some unit rows of what their records say about where they ran."""
+    provs = [json.loads(p) if isinstance(p, str) and p else {} for p in units.get("provenance", [])]
+    out: dict[str, Any] = {
+        "n_units": len(units),
+        "folds": _union(int(f) for f in units["fold"]),
+        "git_commits": _union(p.get("git_commit") for p in provs),
+        "sertool_versions": _union(p.get("sertool") for p in provs),
+        "devices": _union(units["device"]) if "device" in units else [],
+        "seeds": _union(units["seed"]),
+        "feature_keys": _union(units["feature_key"].astype(str)),
+        "created": _created_range(units.get("created", [])),
+    }
+    if packages:
+        out["split_ids"] = _union(units["split_id"].astype(str))
+        out["label_schemes"] = _union(units["label_scheme"].astype(str))
+        out["python_versions"] = _union(p.get("python") for p in provs)
+        out["platforms"] = _union(p.get("platform") for p in provs)
+        names = sorted({str(k) for p in provs for k in (p.get("packages") or {})})
+        out["packages"] = {n: _union((p.get("packages") or {}).get(n) for p in provs) for n in names}
+    return out
+
+
+def board_provenance(board: pd.DataFrame, results: ResultSet) -> dict[str, Any]:
+    """Where a board's numbers came from: the union over the unit records of its entries.
+
+    Parameters
+    ----------
+    board : pandas.DataFrame
+        From :func:`build_leaderboard`.
+    results : ResultSet
+        The results it was built from (units of other splits or entries are ignored).
+
+    Returns
+    -------
+    dict
+        JSON-ready and deterministic (every list sorted; written with sorted keys): ``corpus``,
+        ``split_id``, then over all its units ``n_units, folds, git_commits`` (``null`` = not recorded),
+        ``sertool_versions, devices, seeds, feature_keys, created`` (``{first, last}``), ``split_ids,
+        label_schemes, python_versions, platforms, packages`` (name -> versions seen; ``null`` among them: a
+        unit that did not record that package), and ``entries``:
+        ``"<features> / <model>"`` -> the same first eight keys for that entry's units.
+    """
+    meta = _meta(board)
+    units = results.select(corpus=meta["corpus"], split_id=meta["split_id"]).units
+    wanted = set(zip(board["features"].astype(str), board["model"].astype(str), strict=True))
+    keep = [(f, m) in wanted for f, m in zip(units["features"], units["model"], strict=True)]
+    units = units[np.asarray(keep, dtype=bool)]
+    out: dict[str, Any] = {"corpus": str(meta["corpus"]), "split_id": str(meta["split_id"])}
+    if units.empty:
+        log.warning("%s/%s: no unit records for the board's entries; provenance is empty", *out.values())
+        out["entries"] = {}
+        return out
+    out.update(_provenance_union(units, packages=True))
+    out["entries"] = {
+        f"{feat} / {model}": _provenance_union(part, packages=False)
+        for (feat, model), part in units.groupby(["features", "model"], sort=True)
+    }
+    return out
 
 
 # ------------------------------------------------------------------------------------------- comparison
@@ -1095,7 +1509,7 @@ def compare_leaderboards(boards: Iterable[pd.DataFrame]) -> pd.DataFrame:
         ua_ci_high@<key>, rank@<key>, complete@<key>``. For each corpus with both a speaker-dependent and a
         speaker-independent split: ``gap@<corpus>`` = UA mean (speaker-dependent) - UA mean
         (speaker-independent), or ``gap@<corpus>/<sd-split>-vs-<si-split>`` when a corpus has several such
-        pairs. ``attrs["splits"]`` lists ``{key, corpus, protocol, split_id, label_scheme, n_folds,
+        pairs. Then ``n_test_speakers@<key>`` per split. ``attrs["splits"]`` lists ``{key, corpus, protocol, split_id, label_scheme, n_folds,
         entries}`` per split.
     """
     boards = [b for b in boards if not b.empty]
@@ -1128,6 +1542,13 @@ def compare_leaderboards(boards: Iterable[pd.DataFrame]) -> pd.DataFrame:
         for (sd_id, sd_key), (si_id, si_key) in pairs:
             name = f"gap@{corpus}" if len(pairs) == 1 else f"gap@{corpus}/{sd_id}-vs-{si_id}"
             out[name] = out[f"ua_mean@{sd_key}"] - out[f"ua_mean@{si_key}"]
+    for key, (_, b) in zip(keys, metas, strict=True):  # after the gaps: the older columns keep their place
+        if "n_test_speakers" in b.columns:
+            part = b[["features", "model", "n_test_speakers"]].rename(
+                columns={"n_test_speakers": f"n_test_speakers@{key}"}
+            )
+            out = out.merge(part, on=["features", "model"], how="left", validate="one_to_one")
+            out[f"n_test_speakers@{key}"] = out[f"n_test_speakers@{key}"].astype("Int64")
     out.attrs["splits"] = [
         {
             "key": key,
@@ -1159,8 +1580,8 @@ def _comparison_display(comp: pd.DataFrame) -> tuple[list[str], list[list[str]],
             if pd.isna(r[f"rank@{k}"]):
                 cells.append("")
                 continue
-            text = f"{_pm(r[f'ua_mean@{k}'], r[f'ua_std@{k}'])} [{_num(r[f'ua_ci_low@{k}'])}, "
-            text += f"{_num(r[f'ua_ci_high@{k}'])}] #{int(r[f'rank@{k}'])}"
+            ci = _ci_cell(r[f"ua_ci_low@{k}"], r[f"ua_ci_high@{k}"], r.get(f"n_test_speakers@{k}"))
+            text = f"{_pm(r[f'ua_mean@{k}'], r[f'ua_std@{k}'])} {ci} #{int(r[f'rank@{k}'])}"
             cells.append(text + ("" if r[f"complete@{k}"] else " (incomplete)"))
         cells += [("" if pd.isna(r[g]) else f"{r[g]:+.3f}") for g in gaps]
         rows.append(cells)
