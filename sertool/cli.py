@@ -246,6 +246,7 @@ _BENCH_FLAGS: dict[str, str] = {
     "force": "force",
     "normalize": "normalize",
     "min_duration": "min_duration",
+    "calibrate": "calibrate",
 }
 
 
@@ -355,6 +356,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         augment=_augment_arg(args.augment),
         normalize=args.normalize,
         min_duration=args.min_duration,
+        calibrate=args.calibrate,
     )
     card = json.loads((out / "model.json").read_text())
     summary = {"model": str(out), "trained_on": card["trained_on"], "features": card["features"]}
@@ -445,6 +447,7 @@ def cmd_suite(args: argparse.Namespace) -> int:
             progress=tick,
             unit_jobs=args.unit_jobs,
             scheduler=args.scheduler,
+            calibrate=args.calibrate,
         )
     finally:
         bar.close()
@@ -645,6 +648,13 @@ def _parser_bench(sub: Any) -> None:
         help="augment training parts only: transform names (awgn, stretch, pitch, gain, noise) or JSON, e.g. "
         '\'{"transforms": ["stretch", "pitch", "gain", "noise"], "copies": 3, "balance": true}\'; none: off',
     )
+    p.add_argument(
+        "--calibrate",
+        default=None,
+        choices=["temperature", "none"],
+        help="fit one temperature per fold on its validation part (classical models then fit on the training "
+        "part only); entries <view>~cal-temp",
+    )
     p.set_defaults(func=cmd_bench)
 
 
@@ -676,6 +686,12 @@ def _parser_train(sub: Any) -> None:
         "--normalize", default=None, choices=["speaker", "corpus"], help="as bench --normalize (recorded)"
     )
     p.add_argument("--min-duration", type=float, default=0.0, help="leave out shorter clips (seconds)")
+    p.add_argument(
+        "--calibrate",
+        default=None,
+        choices=["temperature"],
+        help="as bench --calibrate: a temperature fitted on the validation part, recorded in model.json",
+    )
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train)
@@ -738,6 +754,12 @@ def _parser_suite(sub: Any) -> None:
     p.add_argument("--force", action="store_true", help="redo finished units")
     p.add_argument("--model-params", default=None, help="JSON: per-model parameter overrides")
     p.add_argument("--extractor-params", default=None, help="JSON: per-extractor parameters")
+    p.add_argument(
+        "--calibrate",
+        default=None,
+        choices=["temperature"],
+        help="as bench --calibrate (every protocol must have a validation part: not TESS)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_suite)
 

@@ -141,6 +141,7 @@ def train_model(
     augment: Any = None,
     normalize: str | None = None,
     min_duration: float = 0.0,
+    calibrate: str | None = None,
 ) -> Path:
     """Fit one model on one feature view, exactly as a benchmark unit does, and save it.
 
@@ -185,13 +186,25 @@ def train_model(
         statistics of the audio's own group).
     min_duration : float, optional
         Leave out clips shorter than this many seconds (as ``bench --min-duration``).
+    calibrate : {"temperature"}, optional
+        As :func:`~sertool.bench.runner.run_bench`: one temperature fitted on the validation part (the fold's;
+        on all data, the held-out speakers), which the model is then not fitted on; the entry is
+        ``<view>~cal-temp``. The file holds the uncalibrated estimator; ``model.json`` records
+        ``calibration`` (``{"method": "temperature", "temperature": T, ...}``) and :func:`load_model` wraps
+        the estimator with it again (:class:`~sertool.calibration.TemperatureScaled`).
 
     Returns
     -------
     Path
         ``out``.
     """
-    from sertool.bench.fitting import FitContext, fit_unit, fold_threads, prepare_view
+    from sertool.bench.fitting import (
+        FitContext,
+        check_calibration_folds,
+        fit_unit,
+        fold_threads,
+        prepare_view,
+    )
     from sertool.features import parse_view
     from sertool.features.store import FeatureStore
     from sertool.features.transforms import parse_augment
@@ -204,13 +217,14 @@ def train_model(
     spec = get_model(model)
     manifest = drop_short(manifest, min_duration)
     part, source = _training_part(manifest, split, fold, seed)
+    calibrate = check_calibration_folds([part], calibrate)
     store = cache if isinstance(cache, FeatureStore) else FeatureStore(cache_dir(cache))
     aug = parse_augment(augment)
     eparams = dict(extractor_params or {})
     prep = prepare_view(
         features, manifest, models=[model], store=store, folds=[part], seed=seed, device=device,
         extractor_params={parse_view(features).extractor: eparams}, augment=aug,
-        normalize=normalize, jobs=jobs,
+        normalize=normalize, jobs=jobs, calibrate=calibrate,
     )  # fmt: skip
     if not prep.models:
         raise ParameterError(
@@ -226,6 +240,7 @@ def train_model(
         tune=tune,
         threads=fold_threads(1),
         speaker_independent=si,
+        calibrate=calibrate,
     )
     data = prep.data[spec.input]
     if not data.present(part.train):
@@ -236,7 +251,7 @@ def train_model(
     source.update(n_train=len(fitted.fit_ids), n_valid=len(fitted.valid_ids), n_augmented=fitted.n_augmented)
     card = _card(manifest, spec, features, prep, data, ctx, fitted, source, eparams, split, results_dir)
     card["fit"] = {"tune": tune, "min_duration": min_duration, "model_params": json_safe(model_params or {})}
-    _save(out, fitted.estimator, card, neural=spec.family == "neural")
+    _save(out, fitted.base_estimator, card, neural=spec.family == "neural")
     log.info("saved %s on %s (%d training utterances) to %s", model, features, len(fitted.fit_ids), out)
     return out
 
@@ -323,6 +338,7 @@ def _card(
         "augment": data.augment_record(),
         "normalize": _normalize_card(data.normalize),
         "best_params": json_safe(fitted.best_params),
+        "calibration": json_safe(fitted.calibration),
         "leaderboard": leaderboard,
         "versions": _versions(),
     }
@@ -557,7 +573,24 @@ def load_model(
         estimator.import_weights(load_file(str(file)), art["fitted"])
     else:
         raise ModelError(f"{root}: unknown model kind {art['kind']!r}")
+    estimator = _calibrated(estimator, card.get("calibration"), root)
     return TrainedModel(card, estimator, extractor, parse_view(card["features"]), root)
+
+
+def _calibrated(estimator: Any, calibration: dict[str, Any] | None, root: Path) -> Any:
+    """``estimator`` wrapped with the calibration ``model.json`` records (itself when there is none)."""
+    from sertool.calibration import TemperatureScaled
+
+    if not calibration:
+        return estimator
+    temperature = calibration.get("temperature")
+    if (
+        calibration.get("method") != "temperature"
+        or not isinstance(temperature, int | float)
+        or temperature <= 0
+    ):
+        raise ModelError(f"{root}: unreadable calibration in the model card: {calibration!r}")
+    return TemperatureScaled(estimator, float(temperature))
 
 
 # ------------------------------------------------------------------------------------------------ prediction

@@ -2,7 +2,7 @@
 
 A :class:`Benchmark` holds everything a run needs: the corpora and their folders, the label scheme, the
 feature views, the models and their parameters, the splits (each a :class:`SplitSpec`: strategy, parameters),
-the seed, normalisation, augmentation, tuning, the shortest clip kept, the results folder, and the study's
+the seed, normalisation, augmentation, tuning, calibration, the shortest clip kept, the results folder, and the study's
 metadata (name, description, paper, published figures). :func:`run_benchmark` runs it and returns one
 :class:`~sertool.bench.runner.BenchReport` per split. ``sertool bench`` only maps its flags (and
 ``--config FILE``) onto a :class:`Benchmark` (mteb's ``Benchmark`` objects have this shape)::
@@ -17,7 +17,7 @@ metadata (name, description, paper, published figures). :func:`run_benchmark` ru
 The TOML keys are those of ``benchmarks/*.toml`` (and of ``sertool bench``'s flags): ``corpus``, ``root``,
 ``csv``, ``label_map``, ``scheme``, ``features``, ``models``, ``model_params``, ``extractor_params``,
 ``split``, ``split_params``, ``valid_fraction``, ``seed``, ``normalize``, ``augment``, ``tune``,
-``min_duration``, ``results``, ``cache``, ``device``, ``jobs``, ``unit_jobs``, ``scheduler``, ``force``,
+``calibrate``, ``min_duration``, ``results``, ``cache``, ``device``, ``jobs``, ``unit_jobs``, ``scheduler``, ``force``,
 plus ``name``, ``description``, ``paper``, ``published``. Dashes and underscores are the same
 (``model-params``). ``corpus``, ``root``, ``features`` and ``models`` are lists or comma-separated strings;
 ``split`` is a strategy, or a list mixing strategies and tables ``{strategy = "cross-corpus", params =
@@ -260,6 +260,9 @@ class Benchmark:
         ``"none"`` is ``None``.
     tune : bool
         Grid-search hyper-parameters inside the training data of each fold.
+    calibrate : {"temperature"}, optional
+        Fit one temperature per fold on its validation part (entries ``<view>~cal-temp``; see
+        :func:`~sertool.bench.runner.run_bench`); ``"none"`` is ``None``.
     min_duration : float
         Clips shorter than this many seconds are left out (0: none).
     results : Path
@@ -296,6 +299,7 @@ class Benchmark:
     normalize: str | None = None
     augment: str | dict[str, Any] | None = None
     tune: bool = False
+    calibrate: str | None = None
     min_duration: float = 0.0
     results: Path = Path("results")
     cache: Path | None = None
@@ -316,6 +320,8 @@ class Benchmark:
 
     def _coerced(self) -> dict[str, Any]:
         """Every field in its canonical type; :class:`ParameterError` names the field and the value."""
+        from sertool.calibration import check_calibrate
+
         out: dict[str, Any] = {}
         out["corpora"] = _names(self.corpora, "corpus")
         out["roots"] = _paths(self.roots, "root")
@@ -360,6 +366,7 @@ class Benchmark:
         out["normalize"] = normalize
         out["augment"] = self._augment_value()
         out["tune"] = _flag(self.tune, "tune")
+        out["calibrate"] = check_calibrate(self.calibrate)
         out["min_duration"] = _number(self.min_duration, "min_duration")
         if out["min_duration"] < 0:
             raise ParameterError(f"min_duration must be >= 0 seconds, got {self.min_duration!r}")
@@ -652,6 +659,8 @@ def run_benchmark(
     extra["unit_jobs"] = benchmark.unit_jobs
     if benchmark.scheduler:
         extra["scheduler"] = benchmark.scheduler
+    if benchmark.calibrate:
+        extra["calibrate"] = benchmark.calibrate
     models = benchmark.models if isinstance(benchmark.models, str) else list(benchmark.models)
     reports = []
     for spec in benchmark.splits:

@@ -6,16 +6,28 @@ construction the one a leaderboard measured (scikit-learn's ``cross_validate`` a
 
 1. :func:`prepare_view` - configure the view's extractor(s), extract what is not cached, choose the models
    the view can feed, load their input (pooled vectors and/or frame sequences), add the augmented copies the
-   folds' training parts use, and apply label-free group normalisation;
+   folds' training parts use, apply label-free group normalisation, and name the entry;
 2. :func:`fit_unit` - fit one model on one fold's training data (training + validation parts for classical
    models, training part with early stopping on the validation part for neural heads), with balanced sample
-   weights, the thread cap, the device, and an optional grid search inside the training data only;
+   weights, the thread cap, the device, and an optional grid search inside the training data only; with
+   ``calibrate="temperature"``, then fit one temperature on the validation part (see below);
 3. :func:`predict_classes` - class probabilities in the canonical class order and the predicted labels
    (ties broken in the label encoder's order, the same everywhere).
 
 Protocol decisions (they decide what the numbers mean): labels are encoded once, over the manifest's classes;
 the test part is never seen by any step here except :func:`predict_classes`; augmented copies join training
 data only (never a validation part used for early stopping, never a test part).
+
+Calibration (``calibrate="temperature"``, :mod:`sertool.calibration`): one temperature per fold, fitted on
+that fold's validation part only, so the model it rescales must not have been fitted on that part. Classical
+models then fit on the training part alone (not training + validation as usual: they have ~10% less data, so
+their UA may differ from the uncalibrated entry's; the temperature itself never changes a predicted label).
+Neural heads keep early-stopping on the validation part and the temperature is fitted on that same part (the
+usual practice, Guo et al. 2017), but are not refitted on training + validation afterwards (``refit=False``:
+:func:`calibration_params`), since the refitted network would have trained on the clips its temperature comes
+from. A fold without a validation part cannot be calibrated: :class:`~sertool.exceptions.ParameterError`
+names it (:func:`check_calibration_folds`). The entry is named ``<view>~cal-temp`` (after ``~norm-...``), in
+bench and ``train`` alike.
 """
 
 from __future__ import annotations
@@ -40,6 +52,9 @@ __all__ = [
     "PreparedView",
     "ViewData",
     "augmented_rows",
+    "calibration_overrides",
+    "calibration_params",
+    "check_calibration_folds",
     "class_order",
     "entry_name",
     "feature_label",
@@ -366,6 +381,7 @@ def prepare_view(
     extract: bool = True,
     jobs: int = -1,
     scheduler: str | None = None,
+    calibrate: str | None = None,
 ) -> PreparedView:
     """Everything a view needs before fitting (step 1 of the module docstring).
 
@@ -382,6 +398,8 @@ def prepare_view(
         The folds that will be fitted (their training parts decide which augmented copies are made).
     seed, device, extractor_params, augment, normalize, extract, jobs, scheduler
         As :func:`sertool.bench.runner.run_bench`.
+    calibrate : {"temperature"}, optional
+        The run's calibration: the entry of every input kind is named ``<view>...~cal-temp``.
     """
     from sertool.features import configured_extractor, parse_view
     from sertool.features.extract import extract_features
@@ -413,7 +431,97 @@ def prepare_view(
         )
     if normalize is not None and "pooled" in prep.data:
         normalize_groups(prep.data["pooled"], manifest, normalize)
+    tag = calibration_tag(calibrate)
+    if tag:
+        for data in prep.data.values():
+            data.entry += tag
+            for copy in data.aug:
+                copy.entry = data.entry
     return prep
+
+
+def calibration_tag(calibrate: str | None) -> str:
+    """What a calibrated entry's name ends with: ``~cal-temp`` for ``"temperature"``, ``""`` without one."""
+    from sertool.calibration import check_calibrate
+
+    method = check_calibrate(calibrate)
+    return {None: "", "temperature": "~cal-temp"}[method]
+
+
+def check_calibration_folds(folds: Sequence[Any], calibrate: str | None) -> str | None:
+    """Refuse, before anything is fitted, to calibrate on folds that have no validation part.
+
+    Returns
+    -------
+    str or None
+        The calibration method (:func:`sertool.calibration.check_calibrate`), None without one.
+
+    Raises
+    ------
+    ParameterError
+        An unknown method, or folds without a validation part (every one named).
+    """
+    from sertool.calibration import check_calibrate
+
+    method = check_calibrate(calibrate)
+    if method is None:
+        return None
+    empty = [int(f.index) for f in folds if not len(f.valid)]
+    if empty:
+        raise ParameterError(
+            f"calibrate={calibrate!r} fits the temperature on each fold's validation part, but fold(s) "
+            f"{', '.join(map(str, empty))} have none (valid_fraction 0, or too few speakers); give the split "
+            "a validation part or run without calibration"
+        )
+    return method
+
+
+def calibration_params(
+    calibrate: str | None, mspec: Any, params: dict[str, Any] | None = None, *, seed: int = 0
+) -> dict[str, Any]:
+    """The model parameter overrides a calibrated fit uses: ``params``, plus ``refit=False`` for a model that
+    would otherwise refit on training + validation (neural heads), whose temperature then comes from clips it
+    trained on. Without calibration, ``params`` unchanged.
+
+    Raises
+    ------
+    ParameterError
+        ``refit=True`` asked for explicitly together with calibration.
+    """
+    from sertool.calibration import check_calibrate
+    from sertool.models.registry import make_estimator
+
+    params = dict(params or {})
+    if check_calibrate(calibrate) is None or mspec.family != "neural":
+        return params
+    if "refit" not in make_estimator(mspec.name, seed=seed).get_params(deep=False):
+        return params
+    if params.get("refit", False):
+        raise ParameterError(
+            f"{mspec.name}: refit=True retrains on the validation part the temperature is fitted on; "
+            "calibration needs refit=False (the default when calibrating)"
+        )
+    return {**params, "refit": False}
+
+
+def calibration_overrides(
+    calibrate: str | None,
+    models: Sequence[Any],
+    model_params: dict[str, dict[str, Any]] | None,
+    *,
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
+    """Per-model overrides of a run (``{"svm": {...}}``) with :func:`calibration_params` applied to each of
+    ``models``, so a unit's stored parameters (``refit=False`` of a calibrated head) are those it is planned,
+    compared and fitted with. Without calibration, a copy of ``model_params``."""
+    out = {k: dict(v) for k, v in (model_params or {}).items()}
+    if calibrate is None:
+        return out
+    for m in models:
+        params = calibration_params(calibrate, m, out.get(m.name), seed=seed)
+        if params:
+            out[m.name] = params
+    return out
 
 
 # ------------------------------------------------------------------------------------------- fitting
@@ -430,6 +538,7 @@ class FitContext:
     tune: bool = False
     threads: int = 1
     speaker_independent: bool = True
+    calibrate: str | None = None
 
     @classmethod
     def from_manifest(cls, manifest: pd.DataFrame, **settings: Any) -> FitContext:
@@ -458,7 +567,20 @@ class FitContext:
 
 @dataclass
 class FittedUnit:
-    """A fitted model and what the record of its unit states about the fit."""
+    """A fitted model and what the record of its unit states about the fit.
+
+    Attributes
+    ----------
+    estimator : estimator
+        What predicts: the fitted model, or, calibrated, a
+        :class:`~sertool.calibration.TemperatureScaled` wrapping it.
+    fit_ids, valid_ids : list of str
+        The utterances fitted on, and the validation part used (early stopping and/or calibration).
+    temperature : float, optional
+        The fold's temperature, when calibrated.
+    calibration_nll : (float, float), optional
+        Mean NLL of the validation part before and after the temperature.
+    """
 
     estimator: Any
     fit_ids: list[str]
@@ -467,6 +589,31 @@ class FittedUnit:
     best_params: dict[str, Any] | None
     fit_seconds: float
     device: str
+    temperature: float | None = None
+    calibration_nll: tuple[float, float] | None = None
+
+    @property
+    def base_estimator(self) -> Any:
+        """The fitted model itself (without a calibration wrapper): its parameters are the unit's."""
+        from sertool.calibration import TemperatureScaled
+
+        est = self.estimator
+        return est.estimator if isinstance(est, TemperatureScaled) else est
+
+    @property
+    def calibration(self) -> dict[str, Any] | None:
+        """What a unit record and ``model.json`` state about calibration (None when not calibrated)."""
+        if self.temperature is None:
+            return None
+        out: dict[str, Any] = {
+            "method": "temperature",
+            "temperature": float(self.temperature),
+            "fitted_on": "valid",
+            "n_valid": len(self.valid_ids),
+        }
+        if self.calibration_nll is not None:
+            out["nll_valid_before"], out["nll_valid_after"] = map(float, self.calibration_nll)
+        return out
 
 
 def fit_unit(
@@ -497,13 +644,30 @@ def fit_unit(
     Returns
     -------
     FittedUnit
+        Calibrated (``ctx.calibrate``): the estimator is wrapped in a
+        :class:`~sertool.calibration.TemperatureScaled` whose temperature was fitted on ``valid``; classical
+        models were fitted on ``train`` only and neural heads without refitting (module docstring).
+
+    Raises
+    ------
+    ParameterError
+        Calibration asked for on a fold whose validation part is empty (the message names the fold), or for a
+        model without ``predict_proba``.
     """
+    from sertool.calibration import check_calibrate
     from sertool.models.registry import fit_estimator, make_estimator
 
     train, valid = data.present(train), data.present(valid)
     neural = mspec.family == "neural"
-    fit_ids = train if neural else train + valid
-    est = make_estimator(mspec.name, seed=ctx.seed, **(params or {}))
+    calibrate = check_calibrate(ctx.calibrate)
+    if calibrate is not None and not valid:
+        raise ParameterError(
+            f"{data.entry} / {mspec.name} fold {fold}: calibrate={calibrate!r} needs a validation part to fit "
+            "the temperature on, and this fold has none"
+        )
+    params = calibration_params(calibrate, mspec, params, seed=ctx.seed)
+    fit_ids = train if neural or calibrate is not None else train + valid
+    est = make_estimator(mspec.name, seed=ctx.seed, **params)
     has_device = "device" in est.get_params(deep=False)
     if has_device:
         est.set_params(device=ctx.device)
@@ -529,14 +693,60 @@ def fit_unit(
             fit_params=fit_params,
             threads=ctx.threads,
         )
-    return FittedUnit(
+    fitted = FittedUnit(
         est,
         fit_ids,
-        valid if neural else [],
+        valid if neural or calibrate is not None else [],
         len(fit_rows) - len(fit_ids),
         best_params,
         time.perf_counter() - t0,
         ctx.device if has_device else "cpu",
+    )
+    if calibrate == "temperature":
+        _calibrate_temperature(fitted, data, ctx, mspec, valid)
+        fitted.fit_seconds = time.perf_counter() - t0
+    return fitted
+
+
+def _calibrate_temperature(
+    fitted: FittedUnit, data: ViewData, ctx: FitContext, mspec: Any, valid: list[str]
+) -> None:
+    """Fit the fold's temperature on its validation part and wrap the estimator with it (in place).
+
+    Validation clips of a class the model never saw (no probability column) are left out of the fit, logged.
+    """
+    from sertool.calibration import TemperatureScaled, fit_temperature, temperature_nll
+
+    est = fitted.estimator
+    if not hasattr(est, "predict_proba"):
+        raise ParameterError(f"{mspec.name} gives no probabilities (predict_proba): nothing to calibrate")
+    codes = np.asarray(est.classes_, dtype=int)
+    col = {int(c): i for i, c in enumerate(codes)}
+    y = ctx.encode(valid)
+    keep = np.array([int(c) in col for c in y], dtype=bool)
+    if not keep.all():
+        log.warning(
+            "%s / %s: %d validation clips of classes the model never saw are left out of the temperature fit",
+            data.entry,
+            mspec.name,
+            int((~keep).sum()),
+        )
+    if not keep.any():
+        raise ParameterError(f"{data.entry} / {mspec.name}: no validation clip of a class the model knows")
+    ids = [u for u, k in zip(valid, keep, strict=True) if k]
+    proba = np.asarray(est.predict_proba(data.rows(ids)), dtype=np.float64)
+    y_col = np.array([col[int(c)] for c in y[keep]])
+    temperature = fit_temperature(proba, y_col)
+    fitted.estimator = TemperatureScaled(est, temperature)
+    fitted.temperature = temperature
+    fitted.calibration_nll = (temperature_nll(proba, y_col, 1.0), temperature_nll(proba, y_col, temperature))
+    log.info(
+        "%s / %s: temperature %.3f (validation NLL %.4f -> %.4f, %d clips)",
+        data.entry,
+        mspec.name,
+        temperature,
+        *fitted.calibration_nll,
+        len(ids),
     )
 
 

@@ -143,6 +143,7 @@ class UnitRecord:
     device: str = "cpu"
     tuned: bool = False
     best_params: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     schema: int = RECORD_SCHEMA

@@ -46,6 +46,8 @@ from sertool.bench.fitting import (
     FitContext,
     PreparedView,
     ViewData,
+    calibration_overrides,
+    check_calibration_folds,
     class_order,
     entry_name,
     feature_label,
@@ -186,6 +188,7 @@ def run_bench(
     render: bool = True,
     unit_jobs: int = 1,
     scheduler: str | None = None,
+    calibrate: str | None = None,
 ) -> BenchReport:
     """Train and score every (feature view, model, fold) of a saved split; store each unit as it finishes.
 
@@ -242,6 +245,12 @@ def run_bench(
     scheduler : str, optional
         Address of a Dask scheduler: units (and feature extraction) run on that cluster instead. Workers must
         see the results and cache folders at the same paths.
+    calibrate : {"temperature"}, optional
+        Fit one temperature per fold on the fold's validation part only (:mod:`sertool.calibration`) and
+        score the rescaled probabilities; entries are named ``<view>~cal-temp`` and records state the
+        temperature (``calibration``). The model must not see that part: classical models then fit on the
+        training part only, neural heads are not refitted on training + validation. Every fold must have a
+        validation part (:class:`ParameterError` otherwise, before anything is fitted).
 
     Returns
     -------
@@ -250,16 +259,18 @@ def run_bench(
     from sertool.features.transforms import parse_augment
     from sertool.models.registry import resolve_models
 
-    resolve_models(models)  # unknown names fail here, before any extraction or training
+    requested = resolve_models(models)  # unknown names fail here, before any extraction or training
     aug = parse_augment(augment)
     _check_run_args(features, normalize)
-    ctx, store = _start(manifest, split, results_dir, cache, seed, device, tune, force, unit_jobs)
+    calibrate = check_calibration_folds(split.folds, calibrate)
+    model_params = calibration_overrides(calibrate, requested, model_params, seed=seed)
+    ctx, store = _start(manifest, split, results_dir, cache, seed, device, tune, force, unit_jobs, calibrate)
     report = BenchReport(split_id=split.id, results_dir=ctx.base)
     for spec in features:
         prep = prepare_view(
             spec, manifest, models=models, store=store, folds=split.folds, seed=seed, device=ctx.fit.device,
             extractor_params=extractor_params, augment=aug, normalize=normalize, extract=extract, jobs=jobs,
-            scheduler=scheduler,
+            scheduler=scheduler, calibrate=calibrate,
         )  # fmt: skip
         report.extraction += prep.extraction
         report.units += [
@@ -294,6 +305,7 @@ def _start(
     tune: bool,
     force: bool,
     unit_jobs: int,
+    calibrate: str | None = None,
 ) -> tuple[_RunContext, Any]:
     """Check the split, save it beside the results, and build what every unit shares."""
     from sertool.features.store import FeatureStore
@@ -314,6 +326,7 @@ def _start(
         tune=tune,
         threads=fold_threads(_n_workers(unit_jobs)),
         speaker_independent=bool(split.speaker_independent),
+        calibrate=calibrate,
     )
     env = environment()
     return _RunContext(base, split, corpus_name(manifest), fit, force, env, manifest_hash(manifest)), store
@@ -601,7 +614,7 @@ def _record(
         features=data.entry,
         feature_key=data.key,
         model=name,
-        model_params=_model_params(fitted.estimator),
+        model_params=_model_params(fitted.base_estimator),
         seed=ctx.fit.seed,
         classes=list(ctx.fit.classes),
         n_train=len(fitted.fit_ids),
@@ -617,6 +630,7 @@ def _record(
         device=fitted.device,
         tuned=fitted.best_params is not None,
         best_params=json_safe(fitted.best_params),
+        calibration=json_safe(fitted.calibration),
         provenance=ctx.env,
         created=datetime.now(UTC).isoformat(timespec="seconds"),
     )

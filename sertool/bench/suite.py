@@ -28,10 +28,13 @@ Protocol decisions (written here because they decide what the numbers mean):
   every other corpus), computed from the stored per-utterance predictions; rows whose label the shared scheme
   drops, or whose class not every corpus has, are left out of that run.
 - Resumable: each corpus run is ``bench``, so a rerun skips every finished unit.
+- ``calibrate="temperature"`` calibrates every entry on each fold's validation part (as ``bench
+  --calibrate``); a corpus whose protocol has no validation part (TESS) cannot be calibrated, and the suite
+  refuses to start, naming it, rather than leave that corpus out or report it uncalibrated.
 
 The suite id is a content hash of the corpora (names and manifest hashes), features, models, seed,
-protocols, the cross-corpus scheme and the model and extractor parameters: the same inputs give the same
-folder, on any machine.
+protocols, the cross-corpus scheme, the model and extractor parameters and the calibration: the same inputs
+give the same folder, on any machine.
 """
 
 from __future__ import annotations
@@ -402,6 +405,7 @@ def evaluate(
     progress: Callable[[Any], None] | None = None,
     unit_jobs: int = -1,
     scheduler: str | None = None,
+    calibrate: str | None = None,
 ) -> SuiteReport:
     """Benchmark every corpus of a folder under its standard protocol and write one summary.
 
@@ -440,6 +444,9 @@ def evaluate(
         Per-model / per-extractor parameters, as for ``bench``.
     progress : callable, optional
         Called with each finished unit (:class:`~sertool.bench.runner.UnitResult`).
+    calibrate : {"temperature"}, optional
+        Temperature scaling fitted on each fold's validation part, as ``bench --calibrate``; entries are
+        named ``<view>~cal-temp``.
 
     Returns
     -------
@@ -448,12 +455,15 @@ def evaluate(
     Raises
     ------
     ParameterError
-        No corpus folder, an unknown model or feature view, or a corpus too small for its protocol.
+        No corpus folder, an unknown model or feature view, a corpus too small for its protocol, or
+        calibration asked for with a corpus whose protocol has no validation part (TESS).
     """
     from sertool.bench.runner import class_order, run_bench
+    from sertool.calibration import check_calibrate
     from sertool.models.registry import resolve_models
     from sertool.splits import make_split
 
+    calibrate = check_calibrate(calibrate)
     feature_list = [f.strip() for f in features.split(",")] if isinstance(features, str) else list(features)
     feature_list = [f for f in feature_list if f]
     if not feature_list:
@@ -463,6 +473,14 @@ def evaluate(
     present, ignored = find_corpora(corpora_dir)
     for name in ignored:
         log.info("%s: not a supported corpus folder; ignored", Path(corpora_dir) / name)
+    no_valid = [c for c in present if PROTOCOLS[c].valid_fraction <= 0]
+    if calibrate is not None and no_valid:
+        raise ParameterError(
+            f"calibrate={calibrate!r} fits each fold's temperature on its validation part, which the "
+            f"protocol of {', '.join(no_valid)} does not have "
+            f"({'; '.join(PROTOCOLS[c].text() for c in no_valid)}); run the suite without calibration or "
+            "without that corpus"
+        )
     threads = max(1, jobs if jobs > 0 else os.cpu_count() or 1)
     results_root = Path(results)
 
@@ -472,6 +490,8 @@ def evaluate(
         built[corpus] = build_manifest(corpus, root, jobs=threads)
     hashes = {c: manifest_hash(b.manifest) for c, b in built.items()}
     extra = {"tune": tune, "model_params": model_params or {}, "extractor_params": extractor_params or {}}
+    if calibrate is not None:  # only when set: the ids of uncalibrated suites stay what they were
+        extra["calibrate"] = calibrate
     suite_id = _suite_id(
         hashes, feature_list, models_arg, seed, [PROTOCOLS[c] for c in present], scheme, extra
     )
@@ -491,6 +511,7 @@ def evaluate(
         "progress": progress,
         "unit_jobs": unit_jobs,
         "scheduler": scheduler,
+        "calibrate": calibrate,
     }
 
     for corpus, b in built.items():
