@@ -341,7 +341,7 @@ def test_files_html_and_markdown(board: pd.DataFrame, results_root: Path, tmp_pa
     table = [line for line in md.splitlines() if line.startswith("| ")]
     assert table[1].startswith("| 1 | whisper-base@all | svm | 3 |")
     assert "## Calibration (test probabilities; mean ± std over folds)" in md
-    assert "| features | model | ECE | Brier | NLL |" in md
+    assert "| features | model | ECE (folds) | ECE (pooled) | Brier | NLL |" in md
     assert (
         "| features | model | speakers | worst speaker | median speaker | spread | 3 worst speakers |" in md
     )

@@ -172,7 +172,9 @@ def test_suite_writes_one_summary_with_a_ua_column_per_corpus(suite):
         per_corpus = [boards[c].loc[key, "ua_mean"] for c in ("ravdess", "tess")]
         for c, value in zip(("ravdess", "tess"), per_corpus, strict=True):
             assert getattr(row, f"ua_{c}") == pytest.approx(value, abs=1e-5)
-            assert getattr(row, f"ua_ci_low_{c}") == pytest.approx(boards[c].loc[key, "ua_ci_low"], abs=1e-5, nan_ok=True)
+            assert getattr(row, f"ua_ci_low_{c}") == pytest.approx(
+                boards[c].loc[key, "ua_ci_low"], abs=1e-5, nan_ok=True
+            )
         assert row.mean_ua == pytest.approx(np.mean(per_corpus), abs=1e-5)
         # the boards hold exactly the suite's entries here: their rank is the entry's rank among them
         ranks = [boards[c].loc[key, "rank"] for c in ("ravdess", "tess")]

@@ -133,6 +133,7 @@ EXTRA_COLUMNS: tuple[str, ...] = (
     "brier_std",
     "nll_mean",
     "nll_std",
+    "ece_pooled",
     "ua_speaker_worst",
     "ua_speaker_median",
     "ua_speaker_spread",
@@ -512,9 +513,12 @@ def _fold_proba(part: pd.DataFrame) -> tuple[np.ndarray, list[str]] | None:
 
 
 def _calibration_summary(preds: pd.DataFrame, name: str) -> dict[str, Any]:
-    """``ece_*``, ``brier_*``, ``nll_*`` (mean and sample std over folds) of one entry's stored probabilities;
-    ``nan`` without probabilities or when they are malformed (logged, naming the entry)."""
+    """``ece_*``, ``brier_*``, ``nll_*`` (mean and sample std over folds) of one entry's stored probabilities,
+    and ``ece_pooled`` (ECE of all folds' test clips together: a fold of a few hundred clips biases ECE
+    upwards, since even perfectly calibrated probabilities show a sampling gap per bin); ``nan`` without
+    probabilities or when they are malformed (logged, naming the entry)."""
     empty = {f"{m}_{s}": math.nan for m in ("ece", "brier", "nll") for s in ("mean", "std")}
+    empty["ece_pooled"] = math.nan
     folds = []
     for fold, part in preds.groupby("fold", sort=True):
         got = _fold_proba(part)
@@ -537,7 +541,14 @@ def _calibration_summary(preds: pd.DataFrame, name: str) -> dict[str, Any]:
             )
             return empty
     agg = aggregate_folds(folds, metrics=("ece", "brier", "nll"))
-    return {k: agg[k] for k in empty}
+    proba, classes = _fold_proba(preds)  # type: ignore[misc]  # every fold has probabilities here
+    try:
+        ece_pooled = expected_calibration_error(
+            preds["y_true"].to_numpy(), np.nan_to_num(proba), classes, y_pred=preds["y_pred"].to_numpy()
+        )
+    except ParameterError:  # e.g. folds with different class columns
+        ece_pooled = math.nan
+    return {**{k: agg[k] for k in empty if k != "ece_pooled"}, "ece_pooled": ece_pooled}
 
 
 def _known_genders(preds: pd.DataFrame) -> pd.Series | None:
@@ -853,7 +864,8 @@ def _notes(meta: dict[str, Any]) -> list[str]:
         f"Calibration: ECE = expected calibration error ({ECE_BINS} equal-width bins of the top probability: "
         "sum over bins of |bin|/n x |accuracy - mean confidence|); Brier = mean over clips of "
         "sum_k (p_k - 1[y=k])^2; NLL = mean -log p(true class), p clipped at 1e-12; each per fold, then "
-        "mean ± sample std over folds. Lower is better for all three. reliability.png: reliability diagrams "
+        "mean ± sample std over folds; ECE (pooled) over all folds' test clips at once (a fold of a few "
+        "hundred clips biases ECE upwards). Lower is better for all three. reliability.png: reliability diagrams "
         f"of the best {RELIABILITY_ENTRIES} entries (pooled test predictions).",
         "Slices: UA within each test speaker (worst, median, spread = best - worst, the three worst named) "
         "and within each gender, from the pooled predictions. UA accepted: UA over the clips the "
@@ -911,16 +923,18 @@ def _has(board: pd.DataFrame, col: str) -> bool:
 
 
 def _calibration_display(board: pd.DataFrame) -> tuple[list[str], list[list[str]], list[bool]]:
-    header = ["features", "model", "ECE", "Brier", "NLL"]
+    header = ["features", "model", "ECE (folds)", "ECE (pooled)", "Brier", "NLL"]
     rows = [
         [
             str(r["features"]),
             str(r["model"]),
-            *(_pm(r.get(f"{m}_mean"), r.get(f"{m}_std", math.nan)) for m in ("ece", "brier", "nll")),
+            _pm(r.get("ece_mean"), r.get("ece_std", math.nan)),
+            _num(r.get("ece_pooled", math.nan)),
+            *(_pm(r.get(f"{m}_mean"), r.get(f"{m}_std", math.nan)) for m in ("brier", "nll")),
         ]
         for _, r in board.iterrows()
     ]
-    return header, rows, [False, False, True, True, True]
+    return header, rows, [False, False, True, True, True, True]
 
 
 def _slices_display(board: pd.DataFrame) -> tuple[list[str], list[list[str]], list[bool]]:
