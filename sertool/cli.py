@@ -404,6 +404,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return EXIT_SKIPPED if skipped else EXIT_OK
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Write a saved model as one ONNX graph (from the waveform where possible, else from its features)."""
+    from sertool.export import export_onnx, load_onnx
+
+    out = export_onnx(args.model, args.onnx, graph=args.graph, opset=args.opset, cache=args.cache)
+    graph = load_onnx(out)
+    info = {
+        "onnx": str(out),
+        "input": graph.input_kind,
+        "classes": graph.classes,
+        "feature_step": graph.metadata.get("sertool.feature_step", ""),
+        "size_mb": round(out.stat().st_size / 1e6, 2),
+    }
+    text = f"wrote {out} ({info['size_mb']} MB): {info['input']} -> {', '.join(graph.classes)}"
+    if graph.input_kind != "waveform":
+        text += f"\ninput computed by sertool: {info['feature_step']}"
+    _print(info if args.json else text, args.json)
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve a small local web page to try a saved model on uploaded or recorded audio."""
     from sertool.serve import serve
@@ -712,6 +732,24 @@ def _parser_predict(sub: Any) -> None:
     p.set_defaults(func=cmd_predict)
 
 
+def _parser_export(sub: Any) -> None:
+    """``sertool export``."""
+    p = sub.add_parser("export", help="write a saved model as one ONNX graph (audio -> class probabilities)")
+    p.add_argument("--model", required=True, type=Path, help="model folder from sertool train")
+    p.add_argument("--onnx", required=True, type=Path, help="the .onnx file to write")
+    p.add_argument(
+        "--graph",
+        default="auto",
+        choices=["auto", "waveform", "features"],
+        help="waveform: from 16 kHz samples (Whisper, mfcc40); features: the classifier from the model's "
+        "input; auto (default): waveform where possible",
+    )
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    _add_cache_arg(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_export)
+
+
 def _parser_serve(sub: Any) -> None:
     """``sertool serve``."""
     p = sub.add_parser("serve", help="a local web page to try a saved model")
@@ -797,6 +835,7 @@ _PARSERS = (
     _parser_bench,
     _parser_train,
     _parser_predict,
+    _parser_export,
     _parser_serve,
     _parser_suite,
     _parser_leaderboard,
