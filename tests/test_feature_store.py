@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import re
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from sertool.exceptions import CacheError, ParameterError
@@ -297,3 +302,226 @@ def test_loading_1440_x_7_x_512_is_fast(tmp_path):
     np.testing.assert_array_equal(fs.X[-1], outs[-1]["pooled"].ravel())
     # generous bound for a loaded shared machine; on an idle core this takes ~0.1-0.2 s
     assert cold < 2.0, f"cold load took {cold:.2f} s"
+
+
+# ------------------------------------------------------------------ format 2, and caches of format 1
+
+FORMAT1_NAME = re.compile(r"^part-(\d{4,})-([0-9a-f]{10})\.parquet$")  # what sertool 0.1.0 reads
+
+
+def write_format1(
+    store: FeatureStore, ex: Extractor, index: int, rows: pd.DataFrame, outs: list[dict]
+) -> Path:
+    """A shard exactly as sertool 0.1.0's store wrote it (format 1): each array as little-endian bytes with
+    its dtype in the field metadata plus a ``<output>.shape`` column, a marker without ``format``."""
+    entry = store.entry_dir("c1", ex)
+    entry.mkdir(parents=True, exist_ok=True)
+    ids, sha1s = rows["utt_id"].tolist(), rows["sha1"].tolist()
+    cols: dict[str, pa.Array] = {"utt_id": pa.array(ids), "sha1": pa.array(sha1s)}
+    fields = [pa.field("utt_id", pa.string()), pa.field("sha1", pa.string())]
+    for name in sorted(outs[0]):
+        arrays = [np.asarray(o[name]) for o in outs]
+        arrays = [a.astype("<f2" if a.dtype == np.float16 else "<f4") for a in arrays]
+        cols[name] = pa.array([a.tobytes() for a in arrays], pa.large_binary())
+        cols[f"{name}.shape"] = pa.array([list(a.shape) for a in arrays], pa.list_(pa.int32()))
+        fields += [
+            pa.field(name, pa.large_binary(), metadata={"dtype": arrays[0].dtype.str}),
+            pa.field(f"{name}.shape", pa.list_(pa.int32())),
+        ]
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table(cols, schema=pa.schema(fields)), sink, compression="none", use_dictionary=False)
+    data = sink.getvalue().to_pybytes()
+    digest = hashlib.sha1("\n".join(f"{u}\x1f{s}" for u, s in zip(ids, sha1s, strict=True)).encode())
+    path = entry / f"part-{index:04d}-{digest.hexdigest()[:10]}.parquet"
+    path.write_bytes(data)
+    marker = {"rows": len(ids), "bytes": len(data), "sha1": hashlib.sha1(data).hexdigest(), "key": ex.key}
+    (entry / (path.name + ".done")).write_text(json.dumps(marker))
+    return path
+
+
+def format1_entry(store: FeatureStore, ex: Extractor, m: pd.DataFrame, shard: int = 4) -> list[Path]:
+    paths = []
+    for i, s in enumerate(range(0, len(m), shard)):
+        rows = m.iloc[s : s + shard]
+        outs = [ex.extract(np.array([int(u[-4:])], dtype=np.float32)) for u in rows["utt_id"]]
+        paths.append(write_format1(store, ex, i, rows, outs))
+    store.mark_complete("c1", ex, n_expected=len(m), skipped=0)
+    return paths
+
+
+def same_loads(a: FeatureStore, b: FeatureStore, m: pd.DataFrame) -> None:
+    for view in ("fakelayers", "fakelayers@all"):
+        np.testing.assert_array_equal(a.load(m, view).X, b.load(m, view).X)
+    for view in ("fakelayers@1", "fakelayers@1-2"):
+        fa, fb = a.load(m, view, output="frames").X, b.load(m, view, output="frames").X
+        assert len(fa) == len(fb) and all(np.array_equal(x, y) for x, y in zip(fa, fb, strict=True))
+
+
+def store_lines(caplog) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "sertool.features.store"]
+
+
+def test_a_format1_entry_is_converted_in_place_with_one_line(tmp_path, caplog):
+    ex, m = Layered(), fake_manifest(10)
+    old = format1_entry(FeatureStore(tmp_path / "old"), ex, m)
+    fill(reference := FeatureStore(tmp_path / "new"), m, ex)
+    store = FeatureStore(tmp_path / "old")
+    with caplog.at_level(logging.INFO):
+        same_loads(store, reference, m)
+        same_loads(FeatureStore(tmp_path / "old"), reference, m)  # a second store: nothing left to convert
+    (line,) = store_lines(caplog)
+    assert "converted 3 format-1 shards (10 rows) to format 2 in place, values unchanged" in line
+    assert str(store.entry_dir("c1", ex)) in line
+    assert not any(p.exists() or p.with_name(p.name + ".done").exists() for p in old)
+    new = shards(store, ex)
+    assert [p.name for p in new] == [p.name.replace(".parquet", ".fmt2.parquet") for p in old]
+    marker = json.loads((new[0].parent / (new[0].name + ".done")).read_text())
+    assert marker["format"] == 2 and marker["converted_from"] == 1 and marker["key"] == ex.key
+    assert pq.read_schema(new[0]).metadata[b"sertool.format"] == b"2"
+    st = store.status()
+    assert (
+        st["n_rows"].tolist() == [10] and st["n_shards"].tolist() == [3] and st["complete"].tolist() == [True]
+    )
+    fill(store, fake_manifest(12), ex)  # writing on goes on from the converted shards' numbers
+    assert shards(store, ex)[-1].name.startswith("part-0003-")
+
+
+def test_format1_shards_that_cannot_be_converted_are_deleted_and_recomputed(tmp_path, caplog):
+    ex, m = Layered(), fake_manifest(6)
+    store = FeatureStore(tmp_path)
+    good = [ex.extract(np.array([i], dtype=np.float32)) for i in range(4)]
+    write_format1(store, ex, 0, m.iloc[:4], good)
+    bad = [ex.extract(np.array([i], dtype=np.float32)) for i in (4, 5)]
+    bad[1]["pooled"] = bad[1]["pooled"][:2]  # format 1 stored rows of differing shapes; format 2 cannot
+    write_format1(store, ex, 1, m.iloc[4:], bad)
+    with caplog.at_level(logging.INFO):
+        missing = FeatureStore(tmp_path).missing(m, ex)
+    assert missing["utt_id"].tolist() == m["utt_id"].tolist()[4:]
+    (line,) = store_lines(caplog)
+    assert "converted 1 format-1 shards (4 rows)" in line
+    assert "deleted 1 format-1 shards (2 rows) that cannot be converted" in line
+    assert "rows of differing shapes" in line and "will be recomputed" in line
+    fill(store, m.iloc[4:], ex)
+    np.testing.assert_allclose(FeatureStore(tmp_path).load(m, "fakelayers@0").X[:, 0], np.arange(6))
+
+
+def test_a_cache_that_cannot_be_written_reads_format1_through_memory(tmp_path, caplog, monkeypatch):
+    ex, m = Layered(), fake_manifest(9)
+    old = format1_entry(FeatureStore(tmp_path / "old"), ex, m, shard=5)
+    fill(reference := FeatureStore(tmp_path / "new"), m, ex)
+
+    def read_only(self, entry):
+        raise PermissionError(30, "Read-only file system", str(entry / ".lock"))
+
+    monkeypatch.setattr(FeatureStore, "_lock", read_only)
+    store = FeatureStore(tmp_path / "old")
+    with caplog.at_level(logging.INFO):
+        same_loads(store, reference, m)
+        assert store.missing(m, ex).empty
+    (line,) = store_lines(caplog)
+    assert "could not convert its format-1 shards in place (PermissionError" in line
+    assert "reading them through a conversion in memory" in line
+    assert all(p.exists() for p in old)  # untouched
+
+
+def test_format2_shards_are_invisible_to_format1_readers(tmp_path):
+    """An older sertool sharing the cache must neither misread nor delete (as 'corrupt') a format-2 shard:
+    it lists shards by the format-1 file name pattern, which format-2 names do not match."""
+    store, ex = FeatureStore(tmp_path), Layered()
+    fill(store, fake_manifest(8), ex)
+    names = [p.name for p in entry(store, ex).iterdir()]
+    assert names and not any(FORMAT1_NAME.match(n) for n in names)
+    assert not any(FORMAT1_NAME.match(n[: -len(".done")]) for n in names if n.endswith(".done"))
+
+
+def test_shards_of_a_newer_format_are_left_alone(tmp_path, caplog):
+    store, ex = FeatureStore(tmp_path), Layered()
+    m = fake_manifest(8)
+    fill(store, m, ex)
+    first = shards(store, ex)[0]
+    future = first.with_name(first.name.replace(".fmt2.", ".fmt3."))
+    marker = json.loads((first.parent / (first.name + ".done")).read_text())
+    first.rename(future)
+    (first.parent / (first.name + ".done")).unlink()
+    (future.parent / (future.name + ".done")).write_text(json.dumps({**marker, "format": 3}))
+    fresh = FeatureStore(tmp_path)
+    with caplog.at_level(logging.INFO):
+        assert fresh.missing(m, ex)["utt_id"].tolist() == m["utt_id"].tolist()[:4]
+        fresh.missing(m, ex)
+    (line,) = store_lines(caplog)
+    assert "1 shards of format 3, newer than this sertool's 2, are ignored" in line
+    assert future.exists()
+
+
+@pytest.mark.parametrize("damage", ["marker of format 1", "metadata of format 1"])
+def test_a_shard_inconsistent_with_its_format_is_never_misread(tmp_path, caplog, damage):
+    store, ex = FeatureStore(tmp_path), Layered()
+    m = fake_manifest(8)
+    fill(store, m, ex)
+    victim = shards(store, ex)[0]
+    done = victim.parent / (victim.name + ".done")
+    marker = json.loads(done.read_text())
+    if damage == "marker of format 1":
+        del marker["format"]
+    else:  # a file of another layout under a format-2 name, with a marker that matches its bytes
+        table = pq.read_table(victim)
+        sink = pa.BufferOutputStream()
+        pq.write_table(table.replace_schema_metadata({}), sink)
+        data = sink.getvalue().to_pybytes()
+        victim.write_bytes(data)
+        marker.update(bytes=len(data), sha1=hashlib.sha1(data).hexdigest())
+    done.write_text(json.dumps(marker))
+    fresh = FeatureStore(tmp_path)
+    with caplog.at_level(logging.ERROR):
+        assert fresh.missing(m, ex)["utt_id"].tolist() == m["utt_id"].tolist()[:4]
+    assert "corrupt shard" in caplog.text and "format" in caplog.text and not victim.exists()
+
+
+def test_values_are_taken_from_the_page_and_equal_pyarrows_decoding(tmp_path, monkeypatch):
+    """Shards as written are read straight from their single data page; shards split into many pages (as
+    another writer might) fall back to pyarrow's decoding, with equal results."""
+    import sertool.features.store as store_mod
+
+    ex, m = Layered(), fake_manifest(11)
+    fill(one := FeatureStore(tmp_path / "one"), m, ex, shard=6)
+    monkeypatch.setattr(store_mod, "_PAGE_BYTES", 64)
+    fill(many := FeatureStore(tmp_path / "many"), m, ex, shard=6)
+    monkeypatch.undo()
+    for store, direct in ((one, True), (many, False)):
+        for path in shards(store, ex):
+            pf = pq.ParquetFile(path)
+            for output in ("pooled", "frames"):
+                lengths = (
+                    pf.read(columns=["frames.length"]).column(0).to_numpy() if output == "frames" else None
+                )
+                fast = store_mod._page_values(pf, output, lengths, path)
+                assert (fast is not None) == direct
+                slow = store_mod._Values.of_table(pf.read(), output)
+                if fast is not None:
+                    np.testing.assert_array_equal(fast.values, slow.values)
+                    np.testing.assert_array_equal(fast.bounds, slow.bounds)
+                    assert fast.shapes == slow.shapes
+    same_loads(FeatureStore(tmp_path / "one"), FeatureStore(tmp_path / "many"), m)
+
+
+def test_loading_an_output_that_is_not_stored_raises_and_deletes_nothing(tmp_path):
+    store, ex = FeatureStore(tmp_path), Wide()
+    m = fake_manifest(3)
+    store.write_shard("c1", ex, m["utt_id"].tolist(), m["sha1"].tolist(), [ex.extract(np.ones(1))] * 3)
+    before = sorted(p.name for p in entry(store, ex).iterdir())
+    with pytest.raises(CacheError, match="no column"):
+        FeatureStore(tmp_path).load(m, "wide", output="frames", key=ex)
+    assert sorted(p.name for p in entry(store, ex).iterdir()) == before
+
+
+def test_rows_of_differing_shapes_are_refused_when_written(tmp_path):
+    store, ex = FeatureStore(tmp_path), Layered()
+    m = fake_manifest(2)
+    outs = [ex.extract(np.array([i], dtype=np.float32)) for i in range(2)]
+    outs[1]["pooled"] = outs[1]["pooled"][:2]
+    with pytest.raises(ParameterError, match="'pooled': rows of differing shapes"):
+        store.write_shard("c1", ex, m["utt_id"].tolist(), m["sha1"].tolist(), outs)
+    outs[1]["pooled"] = outs[0]["pooled"]
+    outs[1]["frames"] = outs[1]["frames"][:, :, :3]  # frames may differ in length (axis 1), not in width
+    with pytest.raises(ParameterError, match="'frames': rows of differing shapes beyond axis 1"):
+        store.write_shard("c1", ex, m["utt_id"].tolist(), m["sha1"].tolist(), outs)
