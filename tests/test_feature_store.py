@@ -6,7 +6,6 @@ import hashlib
 import json
 import logging
 import re
-import time
 from pathlib import Path
 from typing import Any
 
@@ -286,7 +285,9 @@ class Wide(Extractor):
         return {"pooled": np.full((7, 512), y[0], dtype=np.float32)}
 
 
-def test_loading_1440_x_7_x_512_is_fast(tmp_path):
+def test_loading_1440_x_7_x_512_from_23_shards(tmp_path):
+    """The size of whisper-base@all on RAVDESS (its load time is measured in benchmarks/bench_cache_load.py,
+    never asserted here: a loaded CI machine would fail a wall-clock bound)."""
     store, ex = FeatureStore(tmp_path), Wide()
     m = fake_manifest(1440)
     rng = np.random.default_rng(0)
@@ -295,13 +296,9 @@ def test_loading_1440_x_7_x_512_is_fast(tmp_path):
         outs = [{"pooled": rng.standard_normal((7, 512)).astype(np.float32)} for _ in range(len(rows))]
         store.write_shard("c1", ex, rows["utt_id"].tolist(), rows["sha1"].tolist(), outs)
     fresh = FeatureStore(tmp_path)  # cold: verifies and indexes every shard
-    t0 = time.perf_counter()
     fs = fresh.load(m, "wide@all", key=ex)
-    cold = time.perf_counter() - t0
     assert fs.X.shape == (1440, 7 * 512)
     np.testing.assert_array_equal(fs.X[-1], outs[-1]["pooled"].ravel())
-    # generous bound for a loaded shared machine; on an idle core this takes ~0.1-0.2 s
-    assert cold < 2.0, f"cold load took {cold:.2f} s"
 
 
 # ------------------------------------------------------------------ format 2, and caches of format 1
