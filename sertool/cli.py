@@ -372,36 +372,77 @@ def _own_params(params: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    """Label audio files (or a folder of them) with a saved model."""
-    from sertool.data.audio import is_audio_file
+    """Label audio files (a folder of them, or a CSV listing them) with a saved model; every row says whether
+    the model's out-of-distribution guard accepts it (``ood_score``, ``in_distribution``)."""
+    import math
+
     from sertool.deploy import load_model, predict_files
 
     model = load_model(args.model, device=args.device, cache=args.cache)
-    target = Path(args.input)
-    if target.is_dir():
-        paths = sorted(str(p) for p in target.rglob("*") if p.is_file() and is_audio_file(p))
-        if not paths:
-            raise SertoolError(f"{target}: no audio files found")
-    elif target.exists():
-        paths = [str(target)]
-    else:
-        raise SertoolError(f"{target}: no such file or folder")
+    paths, groups = _predict_inputs(args)
+    enroll = _audio_paths(Path(args.enroll), "--enroll") if args.enroll is not None else None
     update, close = _progress(len(paths), "predict")
     try:
         df, skipped = predict_files(
-            model, paths, window=args.window, hop=args.hop, jobs=args.jobs, progress=update
-        )
+            model, paths, window=args.window, hop=args.hop, jobs=args.jobs, progress=update, groups=groups,
+            enroll=enroll,
+        )  # fmt: skip
     finally:
         close()
     if args.out is not None:
         df.to_csv(args.out, index=False)
     if args.json:
-        _print({"predictions": df.to_dict(orient="records"), "skipped": skipped}, True)
+        records = [
+            {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in r.items()}
+            for r in df.to_dict(orient="records")
+        ]
+        _print({"predictions": records, "skipped": skipped}, True)
     elif args.out is None:
         sys.stdout.write(df.to_csv(index=False))
     for path, reason in skipped:
         sys.stderr.write(f"skipped {path}: {reason}\n")
     return EXIT_SKIPPED if skipped else EXIT_OK
+
+
+def _audio_paths(target: Path, what: str) -> list[str]:
+    """The audio file ``target``, or every audio file under the folder ``target`` (sorted)."""
+    from sertool.data.audio import is_audio_file
+
+    if target.is_dir():
+        paths = sorted(str(p) for p in target.rglob("*") if p.is_file() and is_audio_file(p))
+        if not paths:
+            raise SertoolError(f"{what} {target}: no audio files found")
+        return paths
+    if target.exists():
+        return [str(target)]
+    raise SertoolError(f"{what} {target}: no such file or folder")
+
+
+def _predict_inputs(args: argparse.Namespace) -> tuple[list[str], list[str] | None]:
+    """The files ``sertool predict`` labels and, for a normalised model, the group of each: the folder a
+    file lies in (``--normalize-by folder``) or a CSV column (``--speaker-column``)."""
+    import pandas as pd
+
+    target = Path(args.input)
+    if target.suffix.lower() == ".csv" and target.is_file():
+        table = pd.read_csv(target, dtype=str)
+        if "path" not in table.columns:
+            raise SertoolError(f"{target}: a CSV of inputs needs a 'path' column")
+        paths = [str(p if Path(p).is_absolute() else target.parent / p) for p in table["path"]]
+        if args.speaker_column is None:
+            return paths, None
+        if args.speaker_column not in table.columns:
+            raise SertoolError(f"{target}: no column {args.speaker_column!r} (--speaker-column)")
+        return paths, table[args.speaker_column].fillna("").astype(str).tolist()
+    if args.speaker_column is not None:
+        raise SertoolError(
+            f"--speaker-column reads a CSV of inputs (path,{args.speaker_column}); {target} is not one"
+        )
+    paths = _audio_paths(target, "input")
+    if args.normalize_by != "folder":
+        return paths, None
+    root = target if target.is_dir() else target.parent
+    return paths, [Path(p).parent.relative_to(root).as_posix() for p in paths]
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -720,7 +761,26 @@ def _parser_train(sub: Any) -> None:
 def _parser_predict(sub: Any) -> None:
     """``sertool predict``."""
     p = sub.add_parser("predict", help="label audio files or a folder with a saved model")
-    p.add_argument("input", help="an audio file or a folder of them")
+    p.add_argument("input", help="an audio file, a folder of them, or a CSV with a 'path' column")
+    norm = p.add_mutually_exclusive_group()
+    norm.add_argument(
+        "--normalize-by",
+        choices=["folder"],
+        default=None,
+        help="for a model trained with --normalize: each folder of inputs is one speaker (or recording "
+        "condition), normalised with the statistics of its own clips",
+    )
+    norm.add_argument(
+        "--speaker-column",
+        default=None,
+        help="for a model trained with --normalize: the column of the input CSV naming each clip's speaker",
+    )
+    norm.add_argument(
+        "--enroll",
+        default=None,
+        help="for a model trained with --normalize: a folder of unlabelled clips of the inputs' speaker, used "
+        "only for its statistics",
+    )
     p.add_argument("--model", required=True, type=Path, help="model folder from sertool train")
     p.add_argument("--window", type=float, default=None, help="segment long recordings: window seconds")
     p.add_argument("--hop", type=float, default=None, help="segment hop seconds (default: the window)")

@@ -30,7 +30,7 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -83,6 +83,9 @@ TRUSTED_TYPES = frozenset(
         "xgboost.sklearn.XGBClassifier",
     }
 )
+
+#: Fewest clips (or segments) of one group a normalised model computes that group's statistics from.
+MIN_STATISTICS_CLIPS = 5
 
 #: Packages whose version must match between training and prediction (those present at training).
 _CHECKED_PACKAGES = ("sertool", "numpy", "scikit-learn", "librosa", "xgboost", "lightgbm", "torch")
@@ -208,6 +211,7 @@ def train_model(
     from sertool.features import parse_view
     from sertool.features.store import FeatureStore
     from sertool.features.transforms import parse_augment
+    from sertool.guard import unit_guard
     from sertool.models.registry import get_model
     from sertool.util import cache_dir, resolve_device
 
@@ -251,6 +255,8 @@ def train_model(
     source.update(n_train=len(fitted.fit_ids), n_valid=len(fitted.valid_ids), n_augmented=fitted.n_augmented)
     card = _card(manifest, spec, features, prep, data, ctx, fitted, source, eparams, split, results_dir)
     card["fit"] = {"tune": tune, "min_duration": min_duration, "model_params": json_safe(model_params or {})}
+    guard = unit_guard(ctx, data, fitted)
+    card["guard"] = None if guard is None else guard.to_dict()
     _save(out, fitted.base_estimator, card, neural=spec.family == "neural")
     log.info("saved %s on %s (%d training utterances) to %s", model, features, len(fitted.fit_ids), out)
     return out
@@ -445,8 +451,77 @@ class TrainedModel:
         norm = self.card.get("normalize")
         return norm["column"] if norm else None
 
-    def predict_features(self, X: Any, groups: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
-        """Probabilities (columns in :attr:`classes` order) and labels for model input ``X``.
+    @property
+    def guard(self) -> Any:
+        """The out-of-distribution guard (:class:`sertool.guard.Guard`) recorded at training, or None (a model
+        saved before the guard existed, or with too few training rows)."""
+        from sertool.guard import Guard
+
+        if "_guard" not in self.__dict__:
+            data = self.card.get("guard")
+            self.__dict__["_guard"] = Guard.from_dict(data) if data else None
+        return self.__dict__["_guard"]
+
+    def statistics(self, X: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Normalisation statistics (mean, std) of one group from its unlabelled clips' model input ``X`` (an
+        enrolment set), as the benchmark computed each speaker's; see :meth:`predict`."""
+        from sertool.bench.fitting import group_statistics
+
+        X = np.asarray(X, dtype=np.float64)
+        if len(X) < MIN_STATISTICS_CLIPS:
+            raise ParameterError(self._needs_statistics(f"{len(X)} clip(s) given for the statistics"))
+        return group_statistics(X)
+
+    def _needs_statistics(self, what: str) -> str:
+        return (
+            f"{self.path}: trained with --normalize {self.normalize}, it needs the statistics of each "
+            f"{self.normalize}'s own clips (at least {MIN_STATISTICS_CLIPS}); {what}. Add --normalize-by folder "
+            f"(one folder per {self.normalize}), --speaker-column COLUMN (a CSV of inputs) or --enroll DIR "
+            "(unlabelled clips for the statistics); in Python groups= or enroll="
+        )
+
+    def model_input(
+        self,
+        X: Any,
+        groups: Sequence[str] | None = None,
+        statistics: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> Any:
+        """``X`` as the estimator reads it: a normalised model z-scores each group's rows with the group's
+        statistics (from ``statistics`` when given for it, else from the group's own rows), as the benchmark
+        did; other models take ``X`` as it is.
+
+        Raises
+        ------
+        ParameterError
+            A normalised model without ``groups``, or a group with fewer than
+            :data:`MIN_STATISTICS_CLIPS` rows and no ``statistics``; ``groups`` or ``statistics`` given to a
+            model trained without normalisation (nothing would use them).
+        """
+        if self.normalize is None:
+            if groups is not None or statistics:
+                raise ParameterError(
+                    f"{self.path}: this model was trained without --normalize: speaker groups and enrolment "
+                    "statistics do not apply"
+                )
+            return X
+        if groups is None or len(groups) != len(X):
+            raise ParameterError(self._needs_statistics(f"the {self.normalize} of the inputs is not given"))
+        statistics = statistics or {}
+        X = np.asarray(X, dtype=np.float64).copy()
+        keys = np.asarray([str(g) for g in groups])
+        for g in np.unique(keys):
+            rows = keys == g
+            mean, std = statistics[g] if g in statistics else self.statistics(X[rows])
+            X[rows] = (X[rows] - mean) / std
+        return X.astype(np.float32)
+
+    def predict(
+        self,
+        X: Any,
+        groups: Sequence[str] | None = None,
+        statistics: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> Prediction:
+        """Probabilities, labels and the guard's verdict for model input ``X``.
 
         Parameters
         ----------
@@ -455,33 +530,82 @@ class TrainedModel:
         groups : sequence of str, optional
             The group (speaker, or corpus) of every row; required by a model trained with ``normalize``:
             each group is z-scored with its own statistics, as the benchmark did.
+        statistics : dict, optional
+            ``{group: (mean, std)}`` from enrolment clips (:meth:`statistics`), used instead of the group's
+            own rows.
 
         Raises
         ------
         ParameterError
-            A normalised model without ``groups``.
+            See :meth:`model_input`.
         """
-        from sertool.bench.fitting import group_statistics, predict_classes
+        from sertool.bench.fitting import predict_classes
 
-        if self.normalize is not None:
-            if groups is None or len(groups) != len(X):
-                raise ParameterError(
-                    f"{self.path}: this model was trained with --normalize {self.normalize}; give the "
-                    f"{self.normalize} of every input so each group is normalised with its own statistics"
-                )
-            X = np.asarray(X, dtype=np.float64).copy()
-            keys = np.asarray([str(g) for g in groups])
-            for g in np.unique(keys):
-                mean, std = group_statistics(X[keys == g])
-                X[keys == g] = (X[keys == g] - mean) / std
-            X = X.astype(np.float32)
-        return predict_classes(self.estimator, X, self.classes)
+        Xm = self.model_input(X, groups, statistics)
+        proba, labels = predict_classes(self.estimator, Xm, self.classes)
+        if self.guard is None:
+            n = len(labels)
+            return Prediction(proba, labels, np.full(n, np.nan), np.ones(n, dtype=bool), guarded=False)
+        verdict = self.guard.assess(Xm, proba)
+        return Prediction(
+            proba, labels, verdict.ood_score, verdict.in_distribution, constant=verdict.constant
+        )
+
+    def predict_features(
+        self,
+        X: Any,
+        groups: Sequence[str] | None = None,
+        statistics: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    ) -> tuple[np.ndarray, list[str]]:
+        """Probabilities (columns in :attr:`classes` order) and labels for model input ``X`` (as
+        :meth:`predict`, without the guard's verdict)."""
+        from sertool.bench.fitting import predict_classes
+
+        return predict_classes(self.estimator, self.model_input(X, groups, statistics), self.classes)
+
+    def predict_signals(
+        self, signals: Sequence[np.ndarray], statistics: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> Prediction:
+        """:meth:`predict` for 16 kHz mono signals; a normalised model needs enrolment ``statistics`` (mean,
+        std) for them, or at least :data:`MIN_STATISTICS_CLIPS` signals of one speaker."""
+        X = self.features(signals)
+        if self.normalize is None:
+            return self.predict(X)
+        return self.predict(X, ["input"] * len(X), {"input": statistics} if statistics is not None else None)
 
     def predict_proba_signals(self, signals: Sequence[np.ndarray]) -> np.ndarray:
         """Class probabilities, shape ``(n, len(classes))``, columns in :attr:`classes` order."""
         if not signals:
             return np.zeros((0, len(self.classes)))
         return self.predict_features(self.features(signals))[0]
+
+
+@dataclass
+class Prediction:
+    """What :meth:`TrainedModel.predict` returns.
+
+    Attributes
+    ----------
+    proba : ndarray of shape (n, n_classes)
+        Columns in the model's class order.
+    labels : list of str
+    ood_score : ndarray of shape (n,)
+        Distance from the training data in units of the guard's threshold (above 1: out of distribution);
+        NaN for a model without a guard.
+    in_distribution : ndarray of bool
+        The guard accepts the input (distance within the threshold, and an answer that depends on it).
+    guarded : bool
+        Whether the model has a guard (else ``in_distribution`` is all true and says nothing).
+    constant : ndarray of bool, optional
+        The model's answer equals its constant answer far from all data.
+    """
+
+    proba: np.ndarray
+    labels: list[str]
+    ood_score: np.ndarray
+    in_distribution: np.ndarray
+    guarded: bool = True
+    constant: np.ndarray | None = None
 
 
 def load_model(
@@ -623,8 +747,10 @@ def predict_files(
     hop: float | None = None,
     jobs: int = -1,
     progress: Callable[[int], None] | None = None,
+    groups: Sequence[str] | None = None,
+    enroll: Sequence[str | os.PathLike] | Mapping[str, Sequence[str | os.PathLike]] | None = None,
 ) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
-    """Label each file (or each segment of it) with the model.
+    """Label each file (or each segment of it) with the model, and say whether the model knows such input.
 
     Parameters
     ----------
@@ -640,52 +766,125 @@ def predict_files(
         extractors batch in this thread.
     progress : callable, optional
         Called with the number of files finished.
+    groups : sequence of str, optional
+        The speaker (or recording condition) of each path, for a model trained with ``normalize``: each
+        group is z-scored with the statistics of its own clips (all their segments), as the benchmark did.
+        Needs at least :data:`MIN_STATISTICS_CLIPS` rows per group unless ``enroll`` covers it.
+    enroll : sequence of path, or dict of group -> sequence of path, optional
+        Unlabelled clips used only for a normalised model's statistics (never predicted): one list for all
+        inputs (then ``groups`` must be None), or one list per group.
 
     Returns
     -------
     predictions : pandas.DataFrame
-        ``path, start_s, end_s, label, proba__<class>...``, one row per segment, in input order.
+        ``path, start_s, end_s, label, proba__<class>..., ood_score, in_distribution`` (and ``group`` when
+        given), one row per segment, in input order. ``ood_score`` is the distance from the training data in
+        units of the guard's threshold; ``in_distribution`` is false beyond it, or when the model's answer
+        does not depend on the input (one warning per call gives the count). A model saved without a guard
+        gives NaN and empty values.
     skipped : list of (path, reason)
-        Files that could not be read (the others are predicted).
+        Files that could not be read (the others are predicted); enrolment files are marked so.
+
+    Raises
+    ------
+    ParameterError
+        A normalised model without groups or enrolment clips, a group with too few clips for statistics, or
+        groups / enrolment given to a model trained without normalisation.
     """
     if window is not None and not window > 0:
         raise ParameterError(f"window must be > 0 seconds, got {window!r}")
     if hop is not None and (window is None or not hop > 0):
         raise ParameterError("hop needs a window and must be > 0 seconds")
-    if model.normalize is not None:
-        raise ParameterError(
-            f"{model.path}: this model was trained with --normalize {model.normalize}: it needs the statistics "
-            f"of each {model.normalize}'s clips, which predicting file by file cannot give; use "
-            "TrainedModel.predict_features(X, groups=...)"
-        )
+    files = [str(p) for p in paths]
+    file_groups, enroll_sets = _prediction_groups(model, files, groups, enroll)
     sr = model.extractor.sr
     n_jobs = os.cpu_count() or 1 if jobs == -1 else max(1, int(jobs))
-    classes = model.classes
 
-    def one(path: str) -> tuple[list[dict[str, Any]], tuple[str, str] | None]:
+    def one(path: str) -> tuple[list[tuple[float, float]], Any, tuple[str, str] | None]:
         try:
             y = load_audio(path, sr=sr)
         except AudioError as err:
-            return [], (err.path, err.reason)
+            return [], None, (err.path, err.reason)
         segs = _segments(y, sr, window, hop)
         try:
-            proba = model.predict_proba_signals([s for _, _, s in segs])
+            X = model.features([s for _, _, s in segs])
         except AudioError as err:
-            return [], (path, err.reason)
-        rows = []
-        for (start, end, _), p in zip(segs, proba, strict=True):
-            row: dict[str, Any] = {
-                "path": path,
-                "start_s": round(start, 3),
-                "end_s": round(end, 3),
-                "label": _label(p, classes),
-            }
-            row.update({f"proba__{c}": float(v) for c, v in zip(classes, p, strict=True)})
-            rows.append(row)
-        return rows, None
+            return [], None, (path, err.reason)
+        return [(start, end) for start, end, _ in segs], X, None
 
-    files = [str(p) for p in paths]
-    results: list[tuple[list[dict[str, Any]], tuple[str, str] | None]] = []
+    results = _map_files(model, one, files, n_jobs, progress)
+    statistics, skipped_enrol = _enrol_statistics(model, enroll_sets, one, n_jobs)
+    spans = [
+        (f, span, g) for f, g, (sp, _, _) in zip(files, file_groups, results, strict=True) for span in sp
+    ]
+    parts = [X for _, X, _ in results if X is not None]
+    columns = ["path", "start_s", "end_s", "label"] + [f"proba__{c}" for c in model.classes]
+    columns += ["ood_score", "in_distribution"] + (["group"] if groups is not None or enroll else [])
+    skipped = [s for _, _, s in results if s is not None] + skipped_enrol
+    for path, reason in skipped:
+        log.warning("skipped %s: %s", path, reason)
+    if not parts:
+        return pd.DataFrame([], columns=columns), skipped
+    X: Any = (
+        np.concatenate(parts) if isinstance(parts[0], np.ndarray) else [x for part in parts for x in part]
+    )
+    row_groups = [g for _, _, g in spans] if model.normalize is not None else None
+    pred = model.predict(X, row_groups, statistics)
+    rows = []
+    for i, (path, (start, end), g) in enumerate(spans):
+        row: dict[str, Any] = {"path": path, "start_s": round(start, 3), "end_s": round(end, 3)}
+        row["label"] = pred.labels[i]
+        row.update({f"proba__{c}": float(v) for c, v in zip(model.classes, pred.proba[i], strict=True)})
+        row["ood_score"] = round(float(pred.ood_score[i]), 4)
+        row["in_distribution"] = bool(pred.in_distribution[i]) if pred.guarded else None
+        if "group" in columns:
+            row["group"] = g
+        rows.append(row)
+    _warn_flagged(model, pred)
+    return pd.DataFrame(rows, columns=columns), skipped
+
+
+def _prediction_groups(
+    model: TrainedModel,
+    files: list[str],
+    groups: Sequence[str] | None,
+    enroll: Sequence[str | os.PathLike] | Mapping[str, Sequence[str | os.PathLike]] | None,
+) -> tuple[list[str | None], dict[str, list[str]]]:
+    """(group of each file, enrolment files per group), checked against the model's normalisation."""
+    if model.normalize is None:
+        if groups is not None or enroll:
+            raise ParameterError(
+                f"{model.path}: this model was trained without --normalize: speaker groups and enrolment "
+                "clips do not apply (nothing would use them)"
+            )
+        return [None] * len(files), {}
+    if groups is not None and len(groups) != len(files):
+        raise ParameterError(f"groups has {len(groups)} entries for {len(files)} paths")
+    if isinstance(enroll, Mapping):
+        if groups is None:
+            raise ParameterError("enrolment clips per group need the group of every path (groups=)")
+        sets = {str(g): [str(p) for p in ps] for g, ps in enroll.items()}
+    elif enroll:
+        if groups is not None:
+            raise ParameterError(
+                "one enrolment set is for inputs of one speaker: give groups or enroll, not both"
+            )
+        sets = {"enrolled": [str(p) for p in enroll]}
+        groups = ["enrolled"] * len(files)
+    else:
+        sets = {}
+    if groups is None:
+        raise ParameterError(
+            model._needs_statistics(f"{len(files)} file(s) given without their {model.normalize}")
+        )
+    return [str(g) for g in groups], sets
+
+
+def _map_files(
+    model: TrainedModel, one: Callable[[str], Any], files: list[str], n_jobs: int, progress: Any
+) -> list[Any]:
+    """``one`` of every file, in order: on threads for thread-safe extractors, else here."""
+    results: list[Any] = []
     if getattr(model.extractor, "thread_safe", False) and n_jobs > 1 and len(files) > 1:
         from threadpoolctl import threadpool_limits
 
@@ -699,9 +898,41 @@ def predict_files(
             results.append(one(f))
             if progress is not None:
                 progress(1)
-    rows = [r for rs, _ in results for r in rs]
-    skipped = [s for _, s in results if s is not None]
-    for path, reason in skipped:
-        log.warning("skipped %s: %s", path, reason)
-    columns = ["path", "start_s", "end_s", "label"] + [f"proba__{c}" for c in classes]
-    return pd.DataFrame(rows, columns=columns), skipped
+    return results
+
+
+def _enrol_statistics(
+    model: TrainedModel, sets: dict[str, list[str]], one: Callable[[str], Any], n_jobs: int
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], list[tuple[str, str]]]:
+    """Normalisation statistics of each enrolled group (from all segments of its readable enrolment clips),
+    and the enrolment files that could not be read."""
+    statistics, skipped = {}, []
+    for g, paths in sets.items():
+        res = _map_files(model, one, paths, n_jobs, None)
+        skipped += [(p, f"enrolment clip: {r}") for p, r in (s for _, _, s in res if s is not None)]
+        parts = [X for _, X, _ in res if X is not None]
+        if not parts:
+            raise ParameterError(model._needs_statistics(f"no readable enrolment clip for {g!r}"))
+        statistics[g] = model.statistics(np.concatenate(parts))
+    return statistics, skipped
+
+
+def _warn_flagged(model: TrainedModel, pred: Prediction) -> None:
+    """One warning per prediction run: how many inputs the guard flagged (or that the model has none)."""
+    n = len(pred.labels)
+    if not pred.guarded:
+        log.warning(
+            "%s has no out-of-distribution guard (saved before it existed): retrain it to get one", model.path
+        )
+        return
+    flagged = int((~pred.in_distribution).sum())
+    if flagged:
+        constant = int(pred.constant.sum()) if pred.constant is not None else 0
+        log.warning(
+            "%d of %d input(s) lie outside the data %s was trained on (in_distribution false%s): their labels "
+            "are not reliable",
+            flagged,
+            n,
+            model.card.get("model"),
+            f"; {constant} get the model's constant answer, whatever the input" if constant else "",
+        )

@@ -2,7 +2,11 @@
 
 One page (no external assets, so it works offline): upload a clip or record one in the browser, and see the
 emotion probabilities as a bar chart, the transcript when the model reads Whisper features (and Whisper
-weights with a decoder are available), and a link to the leaderboard of the run the model came from.
+weights with a decoder are available), and a link to the leaderboard of the run the model came from. A clip
+the model's out-of-distribution guard flags (:mod:`sertool.guard`: unlike the training data, or given the
+model's constant far-away answer) gets a visible notice above its label; the JSON carries ``ood_score``,
+``in_distribution`` and ``constant_output``. A model trained with ``--normalize`` is refused: one upload
+carries no speaker statistics (``sertool predict --normalize-by folder`` / ``--enroll`` label such audio).
 
 Endpoints: ``GET /`` the page; ``GET /api/model`` the model card; ``POST /api/predict`` (multipart field
 ``file``) the prediction as JSON; ``GET /leaderboard`` the run's leaderboard HTML (404 when the model does not
@@ -17,6 +21,7 @@ The server binds to 127.0.0.1 by default: only this machine can reach it.
 import html
 import json
 import logging
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -43,6 +48,7 @@ button:disabled{opacity:.5;cursor:default}
 .row.top .bar{background:#d0704a}
 #label{font-size:1.3rem;font-weight:600} #error{color:#b00020;white-space:pre-wrap}
 #transcript{font-style:italic}
+#ood{background:#fff4d6;border:2px solid #d08a00;border-radius:.3rem;padding:.5rem .8rem;font-weight:600}
 </style></head>
 <body>
 <h1>Speech emotion: __TITLE__</h1>
@@ -56,6 +62,7 @@ button:disabled{opacity:.5;cursor:default}
 </div>
 <div id="error"></div>
 <div id="result" hidden>
+  <p id="ood" role="alert" hidden></p>
   <p>Predicted: <span id="label"></span> <span id="duration" class="muted"></span></p>
   <div id="bars"></div>
   <p id="transcript" hidden></p>
@@ -69,6 +76,13 @@ function show(data) {
   $("result").hidden = false;
   $("label").textContent = data.label;
   $("duration").textContent = "(" + data.duration_s.toFixed(2) + " s)";
+  const ood = $("ood");
+  ood.hidden = data.in_distribution !== false;
+  ood.textContent = data.in_distribution !== false ? "" : (data.constant_output
+    ? "The model gives this clip the answer it gives any input far from its training data: the label below "
+      + "does not depend on the audio."
+    : "This clip lies outside the data the model was trained on (out-of-distribution score "
+      + data.ood_score.toFixed(2) + ", above 1 is outside): the label below is not reliable.");
   const bars = $("bars"); bars.innerHTML = "";
   for (const [cls, p] of Object.entries(data.probabilities)) {
     const row = document.createElement("div");
@@ -176,6 +190,12 @@ def create_app(model: Any, *, max_bytes: int = 20_000_000, transcriber: Any = No
 
     if max_bytes <= 0:
         raise ParameterError(f"max_bytes must be positive, got {max_bytes!r}")
+    if model.normalize is not None:
+        raise ParameterError(
+            f"{model.path}: trained with --normalize {model.normalize}, it needs the statistics of each "
+            f"{model.normalize}'s clips, which one upload does not give; label such audio with sertool predict "
+            "--normalize-by folder, --speaker-column or --enroll"
+        )
     if transcriber is None and model.uses_whisper:
         from sertool.features.transcribe import make_transcriber
 
@@ -230,10 +250,11 @@ def create_app(model: Any, *, max_bytes: int = 20_000_000, transcriber: Any = No
         finally:
             os.unlink(tmp)
         try:
-            proba = model.predict_proba_signals([y])[0]
+            pred = model.predict_signals([y])
         except AudioError as err:
             return error(415, f"{upload.filename}: {err.reason}")
-        probs = {c: round(float(p), 6) for c, p in zip(model.classes, proba, strict=True)}
+        probs = {c: round(float(p), 6) for c, p in zip(model.classes, pred.proba[0], strict=True)}
+        score = float(pred.ood_score[0])
         text = None
         if transcriber is not None:
             try:
@@ -244,6 +265,9 @@ def create_app(model: Any, *, max_bytes: int = 20_000_000, transcriber: Any = No
             "label": max(probs, key=probs.__getitem__),
             "probabilities": probs,
             "duration_s": round(y.shape[0] / model.extractor.sr, 3),
+            "ood_score": round(score, 4) if math.isfinite(score) else None,
+            "in_distribution": bool(pred.in_distribution[0]) if pred.guarded else None,
+            "constant_output": bool(pred.constant[0]) if pred.constant is not None else False,
             "transcript": text,
             "model": model.card["model"],
             "features": model.card["features"],

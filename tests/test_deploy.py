@@ -331,3 +331,135 @@ def test_cli_train_takes_every_option_a_bench_unit_has(demo_root, cache, tmp_pat
     assert [t["name"] for t in card["augment"]["transforms"]] == ["gain"]
     assert card["normalize"]["column"] == "speaker"
     assert card["best_params"]  # the grid search ran inside the training data
+
+
+# ------------------------------------------------------------------------------- the out-of-distribution guard
+def test_predictions_carry_the_guards_verdict_with_one_warning(svm_dir, cache, demo, tmp_path, caplog):
+    from sertool.guard import Guard
+
+    model = load_model(svm_dir, cache=cache)
+    card = json.loads((svm_dir / "model.json").read_text())
+    assert card["guard"]["info"]["n_rows"] == len(demo) and card["guard"]["threshold"] > 0
+    noise = tmp_path / "noise.wav"
+    sf.write(noise, (0.3 * np.random.default_rng(0).standard_normal(32000)).astype(np.float32), 16000)
+    paths = demo["path"].tolist()[:12]
+    with caplog.at_level("WARNING", logger="sertool.deploy"):
+        df, skipped = predict_files(model, [*paths, noise], jobs=1)
+    assert not skipped and list(df.columns[-2:]) == ["ood_score", "in_distribution"]
+    # reference: the stored guard on the cached features of the same clips (not the extractor's run here)
+    guard = Guard.from_dict(card["guard"])
+    fs = FeatureStore(cache).load(demo, "handcrafted94")
+    pos = {u: i for i, u in enumerate(fs.utt_ids)}
+    X = fs.X[[pos[u] for u in demo["utt_id"][:12]]]
+    np.testing.assert_allclose(
+        df["ood_score"][:12], guard.distance(X) / guard.threshold, rtol=1e-3, atol=1e-4
+    )
+    assert df["in_distribution"][:12].all()  # clips it was trained on
+    assert not df["in_distribution"].iloc[-1] and df["ood_score"].iloc[-1] > 1  # white noise
+    warnings = [r.getMessage() for r in caplog.records if "outside the data" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].startswith("1 of 13 input(s)")
+
+
+def test_the_bench_stores_the_verdict_a_trained_fold_model_gives(demo, cache, tmp_path):
+    split = make_split(demo, "speaker-4fold", seed=0)
+    results = tmp_path / "results"
+    run_bench(
+        demo, split, features=["handcrafted94"], models="svm", results_dir=results, cache=cache, jobs=1,
+        render=False,
+    )  # fmt: skip
+    stored = pd.read_parquet(unit_paths(split_dir(results, demo, split), "handcrafted94", "svm", 1)[1])
+    assert stored["in_distribution"].dtype == bool and np.isfinite(stored["ood_score"]).all()
+    out = train_model(
+        demo, features="handcrafted94", model="svm", out=tmp_path / "m", split=split, fold=1, cache=cache, jobs=1
+    )  # fmt: skip
+    paths = demo.set_index("utt_id").loc[list(stored["utt_id"]), "path"].tolist()
+    df, _ = predict_files(load_model(out, cache=cache), paths, jobs=1)
+    np.testing.assert_allclose(df["ood_score"], stored["ood_score"], rtol=1e-3, atol=1e-4)
+    assert df["in_distribution"].tolist() == stored["in_distribution"].tolist()
+
+
+@pytest.fixture(scope="module")
+def normalised(demo, cache, tmp_path_factory):
+    """A speaker-normalised bench run, its fold-2 model, and the stored fold-2 predictions."""
+    tmp = tmp_path_factory.mktemp("normalised")
+    split = make_split(demo, "speaker-4fold", seed=0)
+    run_bench(
+        demo, split, features=["handcrafted94"], models="logreg", results_dir=tmp / "r", cache=cache, jobs=1,
+        normalize="speaker", render=False,
+    )  # fmt: skip
+    stored = pd.read_parquet(
+        unit_paths(split_dir(tmp / "r", demo, split), "handcrafted94~norm-speaker", "logreg", 2)[1]
+    )
+    out = train_model(
+        demo, features="handcrafted94", model="logreg", out=tmp / "m", split=split, fold=2, cache=cache,
+        jobs=1, normalize="speaker",
+    )  # fmt: skip
+    return out, stored
+
+
+def test_normalised_prediction_per_speaker_equals_the_bench(normalised, demo, cache, tmp_path, capsys):
+    out, stored = normalised
+    model = load_model(out, cache=cache)
+    by_utt = demo.set_index("utt_id")
+    paths = by_utt.loc[list(stored["utt_id"]), "path"].tolist()
+    cols = [f"proba__{c}" for c in model.classes]
+    # through the library: the speaker of each file
+    df, _ = predict_files(model, paths, groups=stored["speaker"].tolist(), jobs=1)
+    assert df["label"].tolist() == stored["y_pred"].tolist()
+    np.testing.assert_allclose(df[cols].to_numpy(), stored[cols].to_numpy(), atol=1e-4)
+    # through the CLI: one folder per speaker
+    inputs = tmp_path / "inputs"
+    for p, spk in zip(paths, stored["speaker"], strict=True):
+        (inputs / spk).mkdir(parents=True, exist_ok=True)
+        shutil.copy(p, inputs / spk / Path(p).name)
+    csv = tmp_path / "pred.csv"
+    args = ["predict", str(inputs), "--model", str(out), "--cache", str(cache), "--out", str(csv)]
+    assert main([*args, "--normalize-by", "folder"]) == 0
+    got = pd.read_csv(csv).assign(name=lambda d: d["path"].map(lambda p: Path(p).name)).set_index("name")
+    want = stored.assign(name=[Path(p).name for p in paths]).set_index("name")
+    assert got.loc[want.index, "label"].tolist() == want["y_pred"].tolist()
+    assert set(got["group"]) == set(stored["speaker"])
+    # a CSV of inputs with a speaker column
+    table = tmp_path / "inputs.csv"
+    pd.DataFrame({"path": paths, "who": stored["speaker"]}).to_csv(table, index=False)
+    assert main(["predict", str(table), "--model", str(out), "--cache", str(cache), "--out", str(csv),
+                 "--speaker-column", "who"]) == 0  # fmt: skip
+    assert pd.read_csv(csv)["label"].tolist() == stored["y_pred"].tolist()
+    capsys.readouterr()
+    # one clip, no statistics: refused in one line that names the options
+    assert main(["predict", paths[0], "--model", str(out), "--cache", str(cache)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--normalize-by folder" in err and "--enroll" in err
+    assert (
+        main(["predict", paths[0], "--model", str(out), "--cache", str(cache), "--normalize-by", "folder"])
+        == 2
+    )
+    assert "1 clip(s)" in capsys.readouterr().err
+
+
+def test_enrolment_clips_give_the_statistics_of_a_single_clip(normalised, demo, cache, tmp_path, capsys):
+    out, stored = normalised
+    model = load_model(out, cache=cache)
+    by_utt = demo.set_index("utt_id")
+    clip, *others = by_utt.loc[list(stored["utt_id"]), "path"].tolist()
+    enrol = tmp_path / "enrol"
+    enrol.mkdir()
+    for p in others:
+        shutil.copy(p, enrol / Path(p).name)
+    assert main(["predict", clip, "--model", str(out), "--cache", str(cache), "--enroll", str(enrol),
+                 "--json"]) == 0  # fmt: skip
+    got = json.loads(capsys.readouterr().out)["predictions"][0]
+    # reference: statistics of the enrolment clips' cached features, z-score the clip, the estimator itself
+    fs = FeatureStore(cache).load(demo, "handcrafted94")
+    pos = {u: i for i, u in enumerate(fs.utt_ids)}
+    feats = fs.X[[pos[u] for u in stored["utt_id"]]].astype(np.float64)
+    mean, std = feats[1:].mean(axis=0), feats[1:].std(axis=0)
+    z = ((feats[:1] - mean) / np.where(std > 1e-8, std, 1.0)).astype(np.float32)
+    order = [sorted(model.classes).index(c) for c in model.classes]
+    want = model.estimator.predict_proba(z)[0, order]
+    np.testing.assert_allclose([got[f"proba__{c}"] for c in model.classes], want, atol=1e-4)
+    assert isinstance(got["in_distribution"], bool) and got["ood_score"] >= 0
+    # groups or enrolment for a model trained without normalisation: refused, not ignored
+    plain = train_model(demo, features="handcrafted94", model="gnb", out=tmp_path / "g", cache=cache, jobs=1)
+    assert main(["predict", clip, "--model", str(plain), "--cache", str(cache), "--enroll", str(enrol)]) == 2
+    assert "without --normalize" in capsys.readouterr().err

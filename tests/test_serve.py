@@ -200,7 +200,16 @@ def test_page_in_a_real_browser(server, model, demo_root, tmp_path):
             width = page.eval_on_selector("#bars .row.top .bar", "e => e.style.width")
             assert float(width.rstrip("%")) == pytest.approx(100 * shown[expected["label"]], abs=0.1)
             assert "samples heard" in page.text_content("#transcript")
+            assert page.is_hidden("#ood")  # a clip like the training data: no notice
             page.screenshot(path=str(tmp_path / "page.png"))
+            # white noise: the guard's notice is shown above the label
+            noise = tmp_path / "noise.wav"
+            sf.write(noise, (0.3 * np.random.default_rng(0).standard_normal(32000)).astype(np.float32), 16000)
+            page.set_input_files("#file", str(noise))
+            page.click("#send")
+            page.wait_for_selector("#ood:not([hidden])", timeout=20000)
+            assert "outside the data the model was trained on" in page.text_content("#ood")
+            assert page.is_visible("#ood")
             # a non-audio file: the page shows the server's reason and hides the old result
             page.set_input_files("#file", str(bad))
             page.click("#send")
@@ -265,3 +274,31 @@ def test_split_base_weights_are_assembled_once(tmp_path):
     stamp = (folder / "model.bin").stat().st_mtime_ns
     assert ct2_folder(weights, tmp_path) == folder and (folder / "model.bin").stat().st_mtime_ns == stamp
     assert not list((tmp_path / "weights").glob(".*tmp-*"))
+
+
+def test_api_reports_the_out_of_distribution_guard(server, model, demo_root, tmp_path):
+    """Every prediction carries the guard's verdict, as ``predict_files`` gives it; noise is flagged."""
+    clip = sorted(demo_root.rglob("*.wav"))[2]
+    status, got = _post(server, clip.name, clip.read_bytes())
+    df, _ = predict_files(model, [clip])
+    assert status == 200 and got["in_distribution"] is True and got["constant_output"] is False
+    assert got["ood_score"] == pytest.approx(df["ood_score"].iloc[0], abs=1e-3)
+    noise = tmp_path / "noise.wav"
+    sf.write(noise, (0.3 * np.random.default_rng(0).standard_normal(32000)).astype(np.float32), 16000)
+    status, got = _post(server, "noise.wav", noise.read_bytes())
+    assert status == 200 and got["in_distribution"] is False and got["ood_score"] > 1
+    assert got["ood_score"] == pytest.approx(predict_files(model, [noise])[0]["ood_score"].iloc[0], rel=1e-3)
+    with urllib.request.urlopen(server + "/", timeout=10) as r:
+        assert 'id="ood"' in r.read().decode()  # the notice's place on the page
+
+
+def test_a_normalised_model_is_refused_with_the_options_that_serve_it(demo_root, tmp_path):
+    from sertool.exceptions import ParameterError
+
+    demo = build_manifest("demo", demo_root).manifest
+    out = train_model(
+        demo, features="handcrafted94", model="logreg", out=tmp_path / "m", cache=tmp_path / "c", jobs=1,
+        normalize="speaker",
+    )  # fmt: skip
+    with pytest.raises(ParameterError, match="--normalize-by folder"):
+        create_app(load_model(out, cache=tmp_path / "c"), transcriber=lambda y: None)

@@ -586,9 +586,28 @@ def _fit_score(
         pred.insert(2, "gender", [ctx.fit.genders.get(u, "") for u in test])
     for j, c in enumerate(ctx.fit.classes):
         pred[f"proba__{c}"] = proba[:, j].astype(np.float32)
+    verdict = _guard_test(ctx, data, fitted, test, proba, f"{view} / {name} fold {k}")
+    if verdict is not None:
+        pred["ood_score"] = verdict.ood_score.astype(np.float32)
+        pred["in_distribution"] = verdict.in_distribution
     atomic_parquet(pred, ppath)
     _record(ctx, data, name, k, fitted, metrics, len(test), pred_s).write(jpath)
     return UnitResult(view, name, k, "done", metrics["ua"], metrics["wa"], fitted.fit_seconds + pred_s)
+
+
+def _guard_test(
+    ctx: _RunContext, data: ViewData, fitted: Any, test: list[str], proba: np.ndarray, unit: str
+) -> Any:
+    """The out-of-distribution guard's verdict on the test clips (:func:`sertool.guard.unit_guard`, the one
+    ``sertool train`` stores), or None when it cannot be fitted (the unit is stored without its columns)."""
+    from sertool.guard import unit_guard
+
+    try:
+        guard = unit_guard(ctx.fit, data, fitted)
+    except Exception as exc:  # the guard is a bonus to the unit: never lose the unit over it
+        log.warning("%s: no out-of-distribution guard (%s: %s)", unit, type(exc).__name__, exc)
+        return None
+    return None if guard is None else guard.assess(data.rows(test), proba)
 
 
 def _record(
