@@ -15,20 +15,28 @@ Models on Whisper features (``whisper-<size>``, any weights, any mode), input ``
     the mean over the clip's valid encoder frames of each layer, the view's layer selection and
     concatenation, and the classifier. Frame heads (``ser_whisper``, ``attn_pool``, ``qkv_pool``) get the
     selected layers' frames rounded to float16 as the feature cache stores them, averaged by the head's
-    ``frame_pool``.
-Models on other extractors (``handcrafted94``, ``mfcc40``, ``egemaps``, ``spectrogram``, plugins) and models
+    ``frame_pool``. The encoder's pooled layers equal the extractor's to ~1e-6 (clips of 1 sample to 31 s,
+    every mode; ``tests/test_export.py``). One protobuf file holds at most 2 GB: Whisper up to medium.
+Models on ``mfcc40``, input ``waveform`` (opset >= 17)
+    The extractor's steps (offset, crop / pad, centred STFT through the ONNX ``STFT`` operator in float64 as
+    librosa computes it, power, 128 Slaney mel bands, ``power_to_db`` with its 80 dB floor, orthonormal
+    DCT-II; the mean | std pooling for pooled models, the frames for ``cnn_transformer``), then the
+    classifier. Features equal the extractor's to ~1e-5 (to ~1e-3 on clips that are almost all silence).
+Models on other extractors (``handcrafted94``, ``egemaps``, ``spectrogram``, plugins, fused views) and models
 whose extractor preprocesses the audio (``preprocess``: denoise, trim)
     The classifier part only: input ``features`` float32 ``[n, d]`` (pooled vectors) or, for frame heads,
-    ``frames`` float32 ``[1, T, F]`` (one clip). The feature step stays sertool's, named in the metadata
+    ``frames`` float32 ``[1, T, F]`` (one clip). The feature step stays sertool's
+    (:meth:`TrainedModel.features <sertool.deploy.TrainedModel>`), named in the metadata
     (``sertool.feature_step``): ``handcrafted94`` needs librosa's tuning estimate (piptrack, a median and a
-    histogram) to build each clip's chroma filter bank, and ``egemaps`` is openSMILE's C++ code; neither has an
-    ONNX counterpart that would reproduce it.
+    histogram) to build each clip's chroma filter bank, ``egemaps`` is openSMILE's C++ code, and the
+    preprocessing steps (noisereduce, librosa's trim) have no ONNX counterpart that would reproduce them.
 The classifier (the scikit-learn pipeline with its StandardScaler, or a torch head with its standardisation)
     Logistic regression, RBF SVM with temperature-scaled probabilities (a converter of this module; skl2onnx
     has none for ``method="temperature"``), MLP, k-NN, naive Bayes, decision tree, random forest (skl2onnx),
-    XGBoost and LightGBM (onnxmltools), the torch heads (``torch.onnx``). Not exported: ``gmm`` (no ONNX
-    converter for :class:`~sertool.models.classic.GMMClassifier`), ``mobilenet_spec``, and models trained
-    with ``--normalize`` (they need the statistics of each speaker's other clips).
+    XGBoost and LightGBM (onnxmltools), the torch heads (``torch.onnx``), and the temperature of a model
+    trained with ``--calibrate temperature`` (:class:`~sertool.calibration.TemperatureScaled`). Not exported:
+    ``gmm`` (no ONNX converter for :class:`~sertool.models.classic.GMMClassifier`), ``mobilenet_spec``, and
+    models trained with ``--normalize`` (they need the statistics of each speaker's other clips).
 
 Outputs: ``probabilities`` float32 ``[n, n_classes]``, columns in the model's class order (the model card's
 ``classes``, stored as the JSON metadata property ``sertool.classes``), and ``label`` (string ``[n]``, the most
@@ -63,6 +71,8 @@ log = logging.getLogger(__name__)
 
 #: ONNX opset of the exported graphs (onnxruntime >= 1.14 runs it).
 DEFAULT_OPSET = 17
+#: Highest opset torch's TorchScript exporter writes.
+MAX_OPSET = 20
 #: ``graph`` choices of :func:`export_onnx`.
 GRAPHS = ("auto", "waveform", "features")
 #: Version of the exported graph's layout (metadata ``sertool.export_format``).
@@ -91,11 +101,11 @@ def export_onnx(
     out : path
         The ``.onnx`` file to write (replaced atomically).
     graph : {"auto", "waveform", "features"}, optional
-        ``"waveform"``: from the audio samples (Whisper models; anything else raises); ``"features"``: the
+        ``"waveform"``: from the audio samples (Whisper and mfcc40 models; others raise); ``"features"``: the
         classifier from the model's input (pooled vector or frames); ``"auto"`` (default): from the waveform
         where that is possible, else from the features.
     opset : int, optional
-        ONNX opset (default :data:`DEFAULT_OPSET`; at least 13).
+        ONNX opset, 13 to 20 (default :data:`DEFAULT_OPSET`; the mfcc40 waveform graph needs 17).
     cache : path, optional
         Where converted Whisper weights live (default ``$SERTOOL_CACHE``).
     check_versions : bool, optional
@@ -119,8 +129,8 @@ def export_onnx(
 
     if graph not in GRAPHS:
         raise ParameterError(f"graph must be one of {', '.join(GRAPHS)}, got {graph!r}")
-    if not isinstance(opset, int) or opset < 13:
-        raise ParameterError(f"opset must be an integer >= 13, got {opset!r}")
+    if not isinstance(opset, int) or not 13 <= opset <= MAX_OPSET:
+        raise ParameterError(f"opset must be an integer from 13 to {MAX_OPSET}, got {opset!r}")
     model = load_model(model_dir, device="cpu", cache=cache, check_versions=check_versions)
     if model.normalize is not None:
         raise ParameterError(
@@ -194,7 +204,7 @@ class OnnxModel:
         return np.stack(rows) if rows else np.zeros((0, len(self.classes)), dtype=np.float32)
 
 
-def load_onnx(path: str | os.PathLike, *, threads: int | None = None) -> OnnxModel:
+def load_onnx(path: str | os.PathLike, *, threads: int | None = None, spinning: bool = True) -> OnnxModel:
     """Open an exported graph with onnxruntime on the CPU.
 
     Parameters
@@ -203,6 +213,9 @@ def load_onnx(path: str | os.PathLike, *, threads: int | None = None) -> OnnxMod
         A file from :func:`export_onnx`.
     threads : int, optional
         onnxruntime intra-op threads (default: onnxruntime's choice, one per core).
+    spinning : bool, optional
+        Let idle onnxruntime threads spin for more work (onnxruntime's default). Turn off when other compute
+        (torch, numpy) shares the cores between runs: spinning threads then take their time.
     """
     _require()
     import onnxruntime as ort
@@ -210,6 +223,8 @@ def load_onnx(path: str | os.PathLike, *, threads: int | None = None) -> OnnxMod
     opts = ort.SessionOptions()
     if threads is not None:
         opts.intra_op_num_threads = int(threads)
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     meta = dict(session.get_modelmeta().custom_metadata_map)
     if "sertool.classes" not in meta:
@@ -264,15 +279,51 @@ _FEATURE_STEPS = {
 # ------------------------------------------------------------------------------------------------ classifier
 def _classifier_graph(model: Any, opset: int) -> Any:
     """The classifier from its input (``features [n, d]`` or ``frames [1, T, F]``) to ``est_proba`` (columns
-    in the estimator's ``classes_`` order)."""
+    in the estimator's ``classes_`` order), with the card's calibration (``--calibrate temperature``)."""
+    from sertool.calibration import TemperatureScaled
+
     est = model.estimator
+    temperature = None
+    if isinstance(est, TemperatureScaled):
+        temperature, est = float(est.temperature), est.estimator
     if model.card.get("family") == "neural" or hasattr(est, "module_"):
         if model.card["model"] == "mobilenet_spec":
             raise ParameterError(
                 f"{model.path}: mobilenet_spec (block images of a spectrogram) is not exported"
             )
-        return _torch_head_graph(est, opset)
-    return _sklearn_graph(est, opset)
+        proto = _torch_head_graph(est, opset)
+    else:
+        proto = _sklearn_graph(est, opset)
+    if temperature is not None:
+        _append_temperature(proto, temperature)
+    return proto
+
+
+def _append_temperature(proto: Any, temperature: float) -> None:
+    """``est_proba`` <- ``softmax(log(max(p, 1e-12)) / T)`` (:func:`sertool.calibration.scaled_proba`)."""
+    from onnx import helper, numpy_helper
+
+    from sertool.calibration import PROBA_FLOOR
+
+    _rename_output(proto, "est_proba", "uncalibrated_proba")
+    g = proto.graph
+    g.initializer.extend(
+        [
+            numpy_helper.from_array(np.asarray(PROBA_FLOOR, dtype=np.float32), "calibration_floor"),
+            numpy_helper.from_array(np.asarray(temperature, dtype=np.float32), "calibration_temperature"),
+        ]
+    )
+    g.node.extend(
+        [
+            helper.make_node("Max", ["uncalibrated_proba", "calibration_floor"], ["calibration_floored"]),
+            helper.make_node("Log", ["calibration_floored"], ["calibration_log"]),
+            helper.make_node("Div", ["calibration_log", "calibration_temperature"], ["calibration_logits"]),
+            helper.make_node("Softmax", ["calibration_logits"], ["est_proba"], axis=1),
+        ]
+    )
+    for out in g.output:
+        if out.name == "uncalibrated_proba":
+            out.name = "est_proba"
 
 
 def _sklearn_graph(est: Any, opset: int) -> Any:
@@ -906,9 +957,14 @@ def _finish(proto: Any, model: Any, kind: str, why_not: str) -> Any:
         "sertool.sample_rate": str(_SR),
     }
     if kind == "waveform":
-        meta["sertool.feature_step"] = "in the graph (log-mel, encoder, pooling, layer selection)"
+        steps = "STFT, mel, power_to_db, DCT" if ex["name"] == "mfcc40" else "log-mel, encoder"
+        pooled = "frames" if model.card["input"] == "frames" else "pooled over the clip"
+        meta["sertool.feature_step"] = f"in the graph: {steps}, {pooled}, view {model.card['features']}"
     else:
-        meta["sertool.feature_step"] = why_not or f"{ex['name']}: computed by sertool"
+        meta["sertool.feature_step"] = (
+            why_not
+            or f"{ex['name']}: computed by sertool (TrainedModel.features, view {model.card['features']})"
+        )
     del proto.metadata_props[:]
     for key, value in meta.items():
         entry = proto.metadata_props.add()

@@ -92,6 +92,7 @@ def _onnx_outputs(
     ("features", "model", "kind"),
     [
         ("handcrafted94", "logreg", "features"),
+        ("handcrafted94", "logreg~cal-temp", "features"),
         ("handcrafted94", "svm", "features"),
         ("handcrafted94", "mlp", "features"),
         ("handcrafted94", "xgb", "features"),
@@ -104,7 +105,11 @@ def _onnx_outputs(
 )
 def test_exported_graph_matches_sertool_predict(demo, cache, models, clips, features, model, kind, tmp_path):
     params = {"max_epochs": 3} if model in ("mlp_head", "cnn_transformer") else None
-    d = _train(demo, cache, models / f"{features}-{model}", features, model, model_params=params)
+    name, _, calibrated = model.partition("~")  # ~cal-temp: --calibrate temperature
+    d = _train(
+        demo, cache, models / f"{features}-{model}", features, name, model_params=params,
+        calibrate="temperature" if calibrated else None,
+    )  # fmt: skip
     out = export_onnx(d, tmp_path / "m.onnx", cache=cache)
     graph = load_onnx(out)
     assert graph.input_kind == kind
