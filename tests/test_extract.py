@@ -74,11 +74,11 @@ def test_extract_computes_missing_then_hits_cache(tmp_path, corpus):
 
 
 def test_processes_and_in_process_fill_identical_caches(tmp_path, corpus, monkeypatch):
-    from joblib.externals.loky import get_reusable_executor
+    from joblib.executor import get_memmapping_executor
 
     import sertool.features.extract as extract_mod
 
-    get_reusable_executor(max_workers=1).submit(extract_mod._ping).result()  # a worker is up
+    get_memmapping_executor(1).submit(extract_mod._ping).result()  # a worker is up
     pids: set[int] = set()
     real_pool = extract_mod._pool
 
