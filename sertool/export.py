@@ -71,8 +71,8 @@ log = logging.getLogger(__name__)
 
 #: ONNX opset of the exported graphs (onnxruntime >= 1.14 runs it).
 DEFAULT_OPSET = 17
-#: Highest opset torch's TorchScript exporter writes.
-MAX_OPSET = 20
+#: Opsets torch's TorchScript exporter writes for every graph here (attention needs 14).
+MIN_OPSET, MAX_OPSET = 14, 20
 #: ``graph`` choices of :func:`export_onnx`.
 GRAPHS = ("auto", "waveform", "features")
 #: Version of the exported graph's layout (metadata ``sertool.export_format``).
@@ -105,7 +105,7 @@ def export_onnx(
         classifier from the model's input (pooled vector or frames); ``"auto"`` (default): from the waveform
         where that is possible, else from the features.
     opset : int, optional
-        ONNX opset, 13 to 20 (default :data:`DEFAULT_OPSET`; the mfcc40 waveform graph needs 17).
+        ONNX opset, 14 to 20 (default :data:`DEFAULT_OPSET`; the mfcc40 waveform graph needs 17).
     cache : path, optional
         Where converted Whisper weights live (default ``$SERTOOL_CACHE``).
     check_versions : bool, optional
@@ -129,8 +129,8 @@ def export_onnx(
 
     if graph not in GRAPHS:
         raise ParameterError(f"graph must be one of {', '.join(GRAPHS)}, got {graph!r}")
-    if not isinstance(opset, int) or not 13 <= opset <= MAX_OPSET:
-        raise ParameterError(f"opset must be an integer from 13 to {MAX_OPSET}, got {opset!r}")
+    if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ParameterError(f"opset must be an integer from {MIN_OPSET} to {MAX_OPSET}, got {opset!r}")
     model = load_model(model_dir, device="cpu", cache=cache, check_versions=check_versions)
     if model.normalize is not None:
         raise ParameterError(
@@ -530,6 +530,10 @@ def _torch_export(
                 module, example, buf, input_names=inputs, output_names=outputs, dynamic_axes=dynamic,
                 opset_version=opset, dynamo=False, do_constant_folding=True,
             )  # fmt: skip
+    except torch.onnx.errors.OnnxExporterError as exc:
+        raise ParameterError(
+            f"torch.onnx cannot export {type(module).__name__} at opset {opset}: {exc}"
+        ) from exc
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
     return onnx.load_from_string(buf.getvalue())

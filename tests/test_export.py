@@ -171,6 +171,8 @@ def test_metadata_and_refusals(demo, cache, models, tmp_path):
         export_onnx(d, tmp_path / "x.onnx", graph="waveform", cache=cache)
     with pytest.raises(ParameterError, match="graph must be"):
         export_onnx(d, tmp_path / "x.onnx", graph="audio", cache=cache)
+    with pytest.raises(ParameterError, match="opset"):
+        export_onnx(d, tmp_path / "x.onnx", opset=13, cache=cache)
     gmm = _train(demo, cache, models / "handcrafted94-gmm", "handcrafted94", "gmm")
     with pytest.raises(ParameterError, match="gmm"):
         export_onnx(gmm, tmp_path / "x.onnx", cache=cache)
