@@ -123,17 +123,31 @@ def _print(obj: Any, as_json: bool) -> None:
 
 # --------------------------------------------------------------------------------------------- commands
 def cmd_manifest(args: argparse.Namespace) -> int:
-    """Build, save and summarise a corpus manifest."""
-    from sertool.data.manifest import default_manifest_path, save_manifest, summarize, summary_text
+    """Build, save and summarise a corpus manifest (every skipped file is listed, or, when there are many,
+    written to ``<manifest>.skipped.csv``)."""
+    from sertool.data.manifest import (
+        SKIPPED_LISTED,
+        default_manifest_path,
+        save_manifest,
+        summarize,
+        summary_text,
+        write_skipped_csv,
+    )
 
     built = _manifest_from_args(args, jobs=args.jobs)
     manifest = _schemed(built.manifest, args.scheme) if args.scheme != "native" else built.manifest
-    out = args.out or default_manifest_path(built.manifest.attrs["corpus"], args.cache)
+    out = Path(args.out or default_manifest_path(built.manifest.attrs["corpus"], args.cache))
     save_manifest(manifest, out)
     summary = summarize(manifest, built.skipped)
     summary["label_scheme"] = manifest.attrs.get("label_scheme", "native-v1")
     summary["manifest_path"] = str(out)
-    _print(summary if args.json else summary_text(summary) + f"\nwritten:       {out}", args.json)
+    skipped_csv = None
+    if len(built.skipped) > SKIPPED_LISTED:
+        skipped_csv = out.with_name(f"{out.stem}.skipped.csv")
+        write_skipped_csv([("manifest", s.path, s.reason) for s in built.skipped], skipped_csv)
+        summary["skipped_csv"] = str(skipped_csv)
+    text = summary_text(summary, skipped_csv) + f"\nwritten:       {out}"
+    _print(summary if args.json else text, args.json)
     return EXIT_SKIPPED if built.skipped else EXIT_OK
 
 
@@ -175,7 +189,24 @@ def _split_text(summary: dict[str, Any]) -> str:
 
 
 def cmd_features(args: argparse.Namespace) -> int:
-    """Extract (or show the status of) cached features."""
+    """Extract (or show the status of) cached features.
+
+    Every skipped input (by the manifest scan or an extractor) is listed with its reason, on stdout (stderr
+    with ``--json``); beyond :data:`~sertool.data.manifest.SKIPPED_LISTED` per stage, their count and the
+    CSV listing all of them, ``<cache>/<corpus>/skipped-features.csv``. The command returns only after the
+    worker processes it started have exited.
+    """
+    from sertool.features.extract import wait_for_workers
+
+    try:
+        return _extract_features(args)
+    finally:
+        wait_for_workers()
+
+
+def _extract_features(args: argparse.Namespace) -> int:
+    """:func:`cmd_features` without its clean-up."""
+    from sertool.data.manifest import SKIPPED_LISTED, skipped_lines, write_skipped_csv
     from sertool.features import configured_extractor
     from sertool.features.extract import extract_features
     from sertool.features.store import FeatureStore
@@ -187,13 +218,36 @@ def cmd_features(args: argparse.Namespace) -> int:
         return EXIT_OK
     if not (args.corpus and args.root):
         raise SertoolError("features: --corpus and --root are required (or use --status)")
-    manifest = _manifest_from_args(args).manifest
+    built = _manifest_from_args(args)
+    manifest = built.manifest
     eparams = _json_arg(args.extractor_params, "--extractor-params")
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    skipped_any = False
+    rows: list[tuple[str, str, str]] = []  # (stage, path, reason) of every skipped input
+    skipped_csv = store.root / str(manifest.attrs["corpus"]) / "skipped-features.csv"
+    to_csv = False
+
+    def say(line: str) -> None:
+        if args.json:  # stdout carries the JSON only
+            sys.stderr.write(line + "\n")
+        else:
+            _print(line, False)
+
+    def report_skipped(stage: str, skipped: list[tuple[str, str]]) -> None:
+        nonlocal to_csv
+        rows.extend((stage, path, reason) for path, reason in skipped)
+        to_csv |= len(skipped) > SKIPPED_LISTED
+        if to_csv:  # rewritten after each stage, so a line never names a file not written yet
+            write_skipped_csv(rows, skipped_csv)
+        for line in skipped_lines(skipped, skipped_csv):
+            say(line)
+
+    if built.skipped:
+        say(f"manifest: {len(built.skipped)} file(s) skipped")
+        report_skipped("manifest", [(s.path, s.reason) for s in built.skipped])
+    skipped_any = bool(built.skipped)
     reports = []
     for name in [e.strip() for e in args.extractors.split(",") if e.strip()]:
         extractor = configured_extractor(name, eparams.get(name), device=args.device, cache=store.root)
@@ -219,8 +273,7 @@ def cmd_features(args: argparse.Namespace) -> int:
                 f"({report.clips_per_second:.1f} clips/s); key {report.key}",
                 False,
             )
-            for path, reason in report.skipped:
-                _print(f"  skipped {path}: {reason}", False)
+        report_skipped(name, report.skipped)
     if args.json:
         _print([r.__dict__ for r in reports], True)
     return EXIT_SKIPPED if skipped_any else EXIT_OK
@@ -315,11 +368,31 @@ def cmd_bench(args: argparse.Namespace) -> int:
             _print(f"units: {report.counts}; results in {report.results_dir}", False)
             for u in failed:
                 _print(f"  FAILED {u.features} {u.model} fold {u.fold}: {u.reason}", False)
+        summaries[-1]["skipped"] = _bench_skipped(report, args.json)
         if failed or any(r.skipped for r in report.extraction):
             status = EXIT_SKIPPED
     if args.json:
         _print(summaries[0] if len(summaries) == 1 else summaries, True)
     return status
+
+
+def _bench_skipped(report: Any, as_json: bool) -> list[dict[str, str]]:
+    """Print the clips a bench run's feature extraction skipped, each with its reason (on stderr with
+    ``--json``), or, when there are many, their count and ``<results>/<corpus>/<split-id>/skipped.csv``,
+    which lists them all; returns them as JSON rows."""
+    from sertool.data.manifest import SKIPPED_LISTED, skipped_lines, write_skipped_csv
+
+    rows = [(e.key, path, reason) for e in report.extraction for path, reason in e.skipped]
+    csv_path = Path(report.results_dir) / "skipped.csv"
+    if len(rows) > SKIPPED_LISTED:
+        write_skipped_csv(rows, csv_path)
+    out = sys.stderr if as_json else sys.stdout
+    for e in report.extraction:
+        if e.skipped:
+            out.write(f"  {e.key}: {len(e.skipped)} clip(s) skipped\n")
+            lines = skipped_lines(e.skipped, csv_path if len(rows) > SKIPPED_LISTED else None, indent="    ")
+            out.write("".join(line + "\n" for line in lines))
+    return [{"stage": stage, "path": path, "reason": reason} for stage, path, reason in rows]
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -922,7 +995,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``sertool`` console script."""
+    """Entry point of the ``sertool`` console script.
+
+    Heavy packages (numpy, pandas, scikit-learn, librosa, torch) are imported by the commands that use them,
+    not here. Library warnings raised while a command runs are reported once, when it ends, in sertool's
+    words (:mod:`sertool.library_warnings`; extraction reports its own, per clip); ``serve`` leaves them to
+    Python. Worker processes a command started for feature extraction or unit fitting have exited when
+    this returns; run as the program (``argv`` None), so have the resource trackers multiprocessing and
+    loky start beside them (they would otherwise exit just after it).
+    """
+    program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -930,8 +1012,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.DEBUG if args.debug or args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING
     )
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from contextlib import nullcontext
+
+    from sertool import library_warnings
+
+    collect = args.command != "serve"
     try:
-        return int(args.func(args))
+        with library_warnings.collecting() if collect else nullcontext([]) as warned:
+            try:
+                return int(args.func(args))
+            finally:
+                library_warnings.log_summary(warned, f"sertool {args.command}", log)
+                _wait_for_workers(trackers=program)
     except SertoolError as exc:
         if args.debug:
             raise
@@ -940,6 +1032,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         sys.stderr.write("sertool: interrupted\n")
         return 130
+
+
+def _wait_for_workers(*, trackers: bool) -> None:
+    """Wait for the worker processes feature extraction (and unit fitting) left, if it ran; with
+    ``trackers``, stop the resource-tracker processes too (only when the program ends: a stopped tracker
+    releases every resource registered with it)."""
+    import contextlib
+
+    extract = sys.modules.get("sertool.features.extract")
+    if extract is not None:
+        extract.wait_for_workers()
+    if trackers:
+        for name in ("joblib.externals.loky.backend.resource_tracker", "multiprocessing.resource_tracker"):
+            stop = getattr(getattr(sys.modules.get(name), "_resource_tracker", None), "_stop", None)
+            if stop is not None:
+                with contextlib.suppress(Exception):  # a private method of both: best effort
+                    stop()
 
 
 if __name__ == "__main__":

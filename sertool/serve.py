@@ -245,14 +245,15 @@ def create_app(model: Any, *, max_bytes: int = 20_000_000, transcriber: Any = No
                 fh.write(data)
             try:
                 y = load_audio(tmp, sr=model.extractor.sr)
-            except AudioError as err:
-                return error(415, f"{upload.filename}: not usable audio: {err.reason}")
+            except AudioError as err:  # the reason may quote the temporary file: name the upload instead
+                reason = err.reason.replace(tmp, upload.filename or "upload")
+                return error(415, f"{upload.filename}: not usable audio: {reason}")
         finally:
             os.unlink(tmp)
         try:
             pred = model.predict_signals([y])
         except AudioError as err:
-            return error(415, f"{upload.filename}: {err.reason}")
+            return error(415, f"{upload.filename}: {err.reason.replace(tmp, upload.filename or 'upload')}")
         probs = {c: round(float(p), 6) for c, p in zip(model.classes, pred.proba[0], strict=True)}
         score = float(pred.ood_score[0])
         text = None

@@ -10,10 +10,14 @@ The manifest hash ignores absolute paths, so the same corpus on another machine 
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 import logging
 import os
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,10 +29,11 @@ from sertool.data.audio import audio_info, file_sha1
 from sertool.data.corpora.base import SkippedFile, UtteranceRow, get_adapter
 from sertool.data.labels import CANONICAL_LABELS
 from sertool.exceptions import AudioError, CorpusError, ManifestError
-from sertool.util import atomic_parquet, cache_dir
+from sertool.util import atomic_parquet, atomic_write_text, cache_dir
 
 __all__ = [
     "MANIFEST_COLUMNS",
+    "SKIPPED_LISTED",
     "ManifestBuild",
     "build_manifest",
     "default_manifest_path",
@@ -36,8 +41,10 @@ __all__ = [
     "manifest_hash",
     "merge_manifests",
     "save_manifest",
+    "skipped_lines",
     "summarize",
     "validate_manifest",
+    "write_skipped_csv",
 ]
 
 log = logging.getLogger(__name__)
@@ -147,7 +154,8 @@ def build_manifest(
         records.append(rec)
     if skipped:
         log.warning(
-            "%s: skipped %d file(s), first %s: %s",
+            "%s: skipped %d file(s) (ManifestBuild.skipped lists each with its reason; `sertool manifest` "
+            "prints them), e.g. %s: %s",
             adapter.name,
             len(skipped),
             skipped[0].path,
@@ -308,8 +316,92 @@ def summarize(df: pd.DataFrame, skipped: list[SkippedFile] | None = None) -> dic
     }
 
 
-def summary_text(summary: dict[str, Any]) -> str:
-    """Human-readable multi-line form of :func:`summarize`'s output."""
+#: Skipped inputs a report lists one per line; beyond this many it prints their count, the commonest reasons
+#: and the CSV file where all are written (:func:`skipped_lines`).
+SKIPPED_LISTED = 20
+
+
+def _reason_kind(reason: str) -> str:
+    """The general part of a skip reason (``"unreadable: Error opening ..."`` -> ``"unreadable"``)."""
+    return reason.split(":", 1)[0].strip() or reason
+
+
+def skipped_lines(
+    skipped: Sequence[tuple[str, str]],
+    csv_path: str | os.PathLike | None = None,
+    *,
+    limit: int = SKIPPED_LISTED,
+    indent: str = "  ",
+    label: str = "skipped ",
+) -> list[str]:
+    """Lines that report skipped inputs: each with its reason, or, beyond ``limit``, how many, why, and where
+    the full list is.
+
+    Parameters
+    ----------
+    skipped : sequence of (path, reason)
+        The inputs left out.
+    csv_path : path, optional
+        The CSV that lists every one (:func:`write_skipped_csv`; the caller writes it). Without it, all are
+        listed whatever their number.
+    limit : int, optional
+        Most inputs listed one per line (default :data:`SKIPPED_LISTED`).
+    indent : str, optional
+        Prefix of each line.
+    label : str, optional
+        Word before each listed path.
+
+    Returns
+    -------
+    list of str
+    """
+    if csv_path is None or len(skipped) <= limit:
+        return [f"{indent}{label}{path}: {reason}" for path, reason in skipped]
+    kinds = Counter(_reason_kind(reason) for _, reason in skipped).most_common()
+    why = ", ".join(f"{kind} {n}" for kind, n in kinds[:5]) + (", ..." if len(kinds) > 5 else "")
+    return [
+        f"{indent}{len(skipped)} skipped ({why}); every one, with its reason, in {csv_path}",
+        *(f"{indent}  e.g. {path}: {reason}" for path, reason in skipped[:3]),
+    ]
+
+
+def write_skipped_csv(rows: Sequence[tuple[str, str, str]], path: str | os.PathLike) -> Path:
+    """Write skipped inputs as CSV (``stage,path,reason``; the stage is what skipped it: ``manifest`` or an
+    extractor), atomically.
+
+    Parameters
+    ----------
+    rows : sequence of (stage, path, reason)
+        The skipped inputs.
+    path : path
+        The CSV file (its folder is created).
+
+    Returns
+    -------
+    Path
+    """
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["stage", "path", "reason"])
+    writer.writerows(rows)
+    return atomic_write_text(path, buf.getvalue())
+
+
+def summary_text(summary: dict[str, Any], skipped_csv: str | os.PathLike | None = None) -> str:
+    """Human-readable multi-line form of :func:`summarize`'s output.
+
+    Parameters
+    ----------
+    summary : dict
+        From :func:`summarize`.
+    skipped_csv : path, optional
+        Where every skipped file is listed (:func:`write_skipped_csv`): more than :data:`SKIPPED_LISTED` are
+        then given as a count and that path (else all are listed).
+
+    Returns
+    -------
+    str
+    """
     lines = []
     if summary.get("synthetic"):
         lines.append("NOTE: synthetic demo corpus (generated audio, not speech)")
@@ -326,9 +418,8 @@ def summary_text(summary: dict[str, Any]) -> str:
     ]
     lines += [f"  {k:<11} {v}" for k, v in summary["labels"].items()]
     lines.append(f"skipped:       {len(summary['skipped'])} file(s)")
-    lines += [f"  {s['path']}: {s['reason']}" for s in summary["skipped"][:50]]
-    if len(summary["skipped"]) > 50:
-        lines.append(f"  ... and {len(summary['skipped']) - 50} more")
+    skipped = [(s["path"], s["reason"]) for s in summary["skipped"]]
+    lines += skipped_lines(skipped, skipped_csv, label="")
     lines.append(f"manifest hash: {summary['manifest_hash']}")
     return "\n".join(lines)
 

@@ -29,6 +29,12 @@ The parent process writes each shard to the cache as soon as it returns (see the
 rules), so a killed run loses at most the shards in flight and a rerun resumes where it stopped. A clip
 that cannot be loaded, or whose features contain NaN/inf, is reported in
 :attr:`ExtractionReport.skipped` and left out; the others go on.
+
+Warnings that libraries raise while a clip is read or computed (librosa's ``n_fft=2048 is too large for input
+signal of length=...``) are recorded with that clip, in whatever process or thread computes it
+(:mod:`sertool.library_warnings`), sent back with the shard's result, and reported once per run in sertool's
+words (:attr:`ExtractionReport.warnings`, and one log line per kind). Worker processes end with the run or,
+for the reusable pools, at :func:`wait_for_workers` (the CLI calls it before it exits).
 """
 
 from __future__ import annotations
@@ -49,12 +55,14 @@ import joblib
 import numpy as np
 import pandas as pd
 
+from sertool import library_warnings
 from sertool.data.audio import load_audio
 from sertool.exceptions import AudioError, ParameterError
 from sertool.features.base import Extractor
 from sertool.features.store import FeatureStore
+from sertool.library_warnings import WarningRecord
 
-__all__ = ["THREADS_UP_TO", "ExtractionReport", "extract_features"]
+__all__ = ["THREADS_UP_TO", "ExtractionReport", "extract_features", "wait_for_workers"]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +93,9 @@ class ExtractionReport:
         Wall time of the run.
     clips_per_second : float
         ``n_computed / seconds`` (0 when nothing was computed).
+    warnings : list of dict
+        The library warnings raised while clips were read and computed, one entry per kind (see
+        :func:`sertool.library_warnings.summarize`: what it means, how many clips, which ones).
     """
 
     key: str
@@ -94,6 +105,7 @@ class ExtractionReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
     clips_per_second: float = 0.0
+    warnings: list[dict[str, Any]] = field(default_factory=list)
 
     def summary(self) -> str:
         """One line for logs and the CLI."""
@@ -120,17 +132,20 @@ class _Result:
     skipped: list[tuple[str, str]]
     n_clips: int
     pid: int = field(default_factory=os.getpid)  # the process that computed it
+    warnings: list[WarningRecord] = field(default_factory=list)  # library warnings, with their clips
 
 
 def _load(
-    task: _Task, sr: int, min_duration: float
+    task: _Task, sr: int, min_duration: float, records: list[WarningRecord]
 ) -> tuple[list[tuple[int, np.ndarray]], list[tuple[str, str]]]:
+    """Read the task's clips; unreadable ones are skipped, library warnings recorded per clip."""
     loaded, skipped = [], []
     for i, path in enumerate(task.paths):
-        try:
-            loaded.append((i, load_audio(path, sr=sr, min_duration=min_duration)))
-        except AudioError as err:
-            skipped.append((err.path, err.reason))
+        with library_warnings.clip(path, records):
+            try:
+                loaded.append((i, load_audio(path, sr=sr, min_duration=min_duration)))
+            except AudioError as err:
+                skipped.append((err.path, err.reason))
     return loaded, skipped
 
 
@@ -166,6 +181,7 @@ def _extract(
     task: _Task,
     loaded: list[tuple[int, np.ndarray]],
     skipped: list[tuple[str, str]],
+    records: list[WarningRecord],
     *,
     limit_blas: bool = True,
 ) -> _Result:
@@ -177,25 +193,52 @@ def _extract(
     """
     if extractor.parallel_processes:
         with _one_blas_thread():
-            return _extract_all(extractor, task, loaded, skipped)
-    return _extract_all(extractor, task, loaded, skipped)
+            return _extract_all(extractor, task, loaded, skipped, records)
+    return _extract_all(extractor, task, loaded, skipped, records)
+
+
+def _batch_is_per_clip(extractor: Extractor) -> bool:
+    """Whether ``extract_batch`` is ``extract`` clip by clip (the base class's, possibly under preprocessing):
+    then each clip is computed on its own, so that a library warning names its clip."""
+    from sertool.features.transforms import TransformedExtractor
+
+    while isinstance(extractor, TransformedExtractor):
+        extractor = extractor.base
+    return type(extractor).extract_batch is Extractor.extract_batch
+
+
+def _extract_one(
+    extractor: Extractor, task: _Task, i: int, y: np.ndarray, skipped: list[tuple[str, str]]
+) -> dict[str, np.ndarray] | None:
+    try:
+        return extractor.extract(y)
+    except AudioError as err:
+        skipped.append((task.paths[i], err.reason))
+        return None
 
 
 def _extract_all(
-    extractor: Extractor, task: _Task, loaded: list[tuple[int, np.ndarray]], skipped: list[tuple[str, str]]
+    extractor: Extractor,
+    task: _Task,
+    loaded: list[tuple[int, np.ndarray]],
+    skipped: list[tuple[str, str]],
+    records: list[WarningRecord],
 ) -> _Result:
-    signals = [y for _, y in loaded]
-    try:
-        outs: list[dict[str, np.ndarray] | None] = list(extractor.extract_batch(signals))
-    except AudioError:  # isolate the offending clip
-        outs = []
+    outs: list[dict[str, np.ndarray] | None] = []
+    if _batch_is_per_clip(extractor):
         for i, y in loaded:
-            try:
-                outs.append(extractor.extract(y))
-            except AudioError as err:
-                skipped.append((task.paths[i], err.reason))
-                outs.append(None)
-    res = _Result(task.corpus, [], [], [], skipped, len(task.paths))
+            with library_warnings.clip(task.paths[i], records):
+                outs.append(_extract_one(extractor, task, i, y, skipped))
+    else:
+        try:
+            with library_warnings.clip("", records):  # a batch: the warning's clip is not known
+                outs = list(extractor.extract_batch([y for _, y in loaded]))
+        except AudioError:  # isolate the offending clip
+            outs = []
+            for i, y in loaded:
+                with library_warnings.clip(task.paths[i], records):
+                    outs.append(_extract_one(extractor, task, i, y, skipped))
+    res = _Result(task.corpus, [], [], [], skipped, len(task.paths), warnings=records)
     for (i, _), out in zip(loaded, outs, strict=True):
         if out is None:
             continue
@@ -212,8 +255,10 @@ def _extract_all(
 
 def _run_task(extractor: Extractor, task: _Task, min_duration: float, limit_blas: bool = True) -> _Result:
     """One shard, start to end (the unit a worker process, thread or Dask worker runs)."""
-    loaded, skipped = _load(task, extractor.sr, min_duration)
-    return _extract(extractor, task, loaded, skipped, limit_blas=limit_blas)
+    records: list[WarningRecord] = []
+    with library_warnings.capturing():  # a worker process's own warnings module (a no-op nesting here)
+        loaded, skipped = _load(task, extractor.sr, min_duration, records)
+        return _extract(extractor, task, loaded, skipped, records, limit_blas=limit_blas)
 
 
 def _tasks(missing: pd.DataFrame, shard_size: int, *, longest_first: bool) -> list[_Task]:
@@ -239,11 +284,15 @@ def _tasks(missing: pd.DataFrame, shard_size: int, *, longest_first: bool) -> li
     return tasks
 
 
-def _load_one(path: str, sr: int, min_duration: float) -> tuple[np.ndarray | None, tuple[str, str] | None]:
-    try:
-        return load_audio(path, sr=sr, min_duration=min_duration), None
-    except AudioError as err:
-        return None, (err.path, err.reason)
+def _load_one(
+    path: str, sr: int, min_duration: float
+) -> tuple[np.ndarray | None, tuple[str, str] | None, list[WarningRecord]]:
+    records: list[WarningRecord] = []
+    with library_warnings.clip(path, records):
+        try:
+            return load_audio(path, sr=sr, min_duration=min_duration), None, records
+        except AudioError as err:
+            return None, (err.path, err.reason), records
 
 
 def _in_process_decoding_pool(
@@ -259,10 +308,13 @@ def _in_process_decoding_pool(
     def submit(task: _Task) -> list[Any]:
         return [pool.submit(_load_one, p, extractor.sr, min_duration) for p in task.paths]
 
-    def collect(futures: list[Any]) -> tuple[list[tuple[int, np.ndarray]], list[tuple[str, str]]]:
+    def collect(
+        futures: list[Any], records: list[WarningRecord]
+    ) -> tuple[list[tuple[int, np.ndarray]], list[tuple[str, str]]]:
         loaded, skipped = [], []
         for i, fut in enumerate(futures):
-            y, err = fut.result()
+            y, err, warned = fut.result()
+            records += warned
             if err is None:
                 loaded.append((i, y))
             else:
@@ -272,10 +324,11 @@ def _in_process_decoding_pool(
     with ProcessPoolExecutor(max_workers=workers) as pool:
         pending = [submit(t) for t in tasks[:2]]
         for k, task in enumerate(tasks):
-            loaded, skipped = collect(pending.pop(0))
+            records: list[WarningRecord] = []
+            loaded, skipped = collect(pending.pop(0), records)
             if k + 2 < len(tasks):
                 pending.append(submit(tasks[k + 2]))
-            yield _extract(extractor, task, loaded, skipped)
+            yield _extract(extractor, task, loaded, skipped, records)
 
 
 def _in_process(extractor: Extractor, tasks: Sequence[_Task], min_duration: float) -> Iterator[_Result]:
@@ -283,12 +336,14 @@ def _in_process(extractor: Extractor, tasks: Sequence[_Task], min_duration: floa
     if not tasks:
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sertool-audio") as pool:
-        pending = pool.submit(_load, tasks[0], extractor.sr, min_duration)
+        records: list[WarningRecord] = []
+        pending = pool.submit(_load, tasks[0], extractor.sr, min_duration, records)
         for k, task in enumerate(tasks):
             loaded, skipped = pending.result()
+            task_records, records = records, []
             if k + 1 < len(tasks):
-                pending = pool.submit(_load, tasks[k + 1], extractor.sr, min_duration)
-            yield _extract(extractor, task, loaded, skipped)
+                pending = pool.submit(_load, tasks[k + 1], extractor.sr, min_duration, records)
+            yield _extract(extractor, task, loaded, skipped, task_records)
 
 
 def _threads(
@@ -350,8 +405,10 @@ def _die_with_parent(parent: int) -> None:
 def _forked_task(task: _Task) -> _Result:
     assert _FORKED is not None
     extractor, min_duration = _FORKED
-    loaded, skipped = _load(task, extractor.sr, min_duration)
-    return _extract_all(extractor, task, loaded, skipped)
+    records: list[WarningRecord] = []
+    with library_warnings.capturing():
+        loaded, skipped = _load(task, extractor.sr, min_duration, records)
+        return _extract_all(extractor, task, loaded, skipped, records)
 
 
 #: The last fork pool, shut down without waiting for its workers to exit (they exit on their own), and the
@@ -375,6 +432,21 @@ def _reap_fork_pool() -> None:
     if _LAST_FORK_POOL is not None:
         _LAST_FORK_POOL.shutdown(wait=True)
         _LAST_FORK_POOL = None
+
+
+def wait_for_workers() -> None:
+    """End the worker processes extraction leaves for reuse, and wait until they have exited.
+
+    The last fork pool's workers exit on their own after a run (this joins them), and the reusable loky
+    executor of ``backend="processes"`` (joblib's, which ``joblib.Parallel`` shares: the benchmark runner's
+    unit workers) keeps its workers for the next call, which then pays their start-up again. A program calls
+    this before it exits, so that no worker outlives it (the ``sertool`` command does).
+    """
+    _reap_fork_pool()
+    loky = sys.modules.get("joblib.externals.loky.reusable_executor")
+    executor = getattr(loky, "_executor", None) if loky is not None else None
+    if executor is not None:
+        executor.shutdown(wait=True)
 
 
 def _can_fork(extractor: Extractor) -> bool:
@@ -631,8 +703,10 @@ def _write_shards(
     results: Iterator[_Result],
     report: ExtractionReport,
     progress: Callable[[int], None] | None,
+    records: list[WarningRecord],
 ) -> None:
-    """Write each shard result to the cache as it arrives, counting it in ``report`` and ``progress``.
+    """Write each shard result to the cache as it arrives, counting it in ``report`` and ``progress`` and
+    its library warnings in ``records``.
 
     The backend is closed however this ends (an exception from ``progress`` stops the run; shards written so
     far stay cached).
@@ -642,8 +716,9 @@ def _write_shards(
             store.write_shard(res.corpus, extractor, res.utt_ids, res.sha1s, res.outputs)
             report.n_computed += len(res.utt_ids)
             report.skipped += res.skipped
+            records += res.warnings
             for path, reason in res.skipped:
-                log.warning("skipped %s: %s", path, reason)
+                log.info("skipped %s: %s", path, reason)
             if progress is not None:
                 progress(res.n_clips)
     finally:
@@ -670,11 +745,26 @@ def _mark_complete(
         store.mark_complete(str(corpus), extractor, n_expected=int(n_expected[k]), skipped=int(n_skipped[k]))
 
 
-def _finish(report: ExtractionReport, t0: float) -> ExtractionReport:
-    """Fill in the report's wall time and rate, and log its summary."""
+def _finish(
+    report: ExtractionReport, t0: float, extractor: Extractor, records: list[WarningRecord]
+) -> ExtractionReport:
+    """Fill in the report's wall time, rate and library warnings, and log its summary: one line, one per kind
+    of library warning, and one for the skipped clips (each is logged at INFO level and listed in
+    :attr:`ExtractionReport.skipped`)."""
     report.seconds = time.perf_counter() - t0
     report.clips_per_second = report.n_computed / report.seconds if report.n_computed else 0.0
+    report.warnings = library_warnings.summarize(records)
     log.info("%s", report.summary())
+    library_warnings.log_summary(report.warnings, extractor.name, log)
+    if report.skipped:
+        path, reason = report.skipped[0]
+        log.warning(
+            "%s: %d clip(s) skipped (ExtractionReport.skipped lists each with its reason), e.g. %s: %s",
+            extractor.name,
+            len(report.skipped),
+            path,
+            reason,
+        )
     return report
 
 
@@ -747,9 +837,11 @@ def extract_features(
         len(plan.tasks),
         plan.describe(),
     )
-    results = _run(extractor, plan, min_duration)
-    if progress is not None and report.n_cached:
-        progress(report.n_cached)
-    _write_shards(store, extractor, results, report, progress)
+    records: list[WarningRecord] = []
+    with library_warnings.capturing():  # library warnings are recorded with their clips, in every backend
+        results = _run(extractor, plan, min_duration)
+        if progress is not None and report.n_cached:
+            progress(report.n_cached)
+        _write_shards(store, extractor, results, report, progress, records)
     _mark_complete(store, extractor, manifest, report.skipped)
-    return _finish(report, t0)
+    return _finish(report, t0, extractor, records)

@@ -28,10 +28,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import librosa
-import numba
 import numpy as np
 import scipy.fft
 
@@ -45,6 +45,8 @@ __all__ = [
     "chroma_filters",
     "estimate_tuning",
     "handcrafted94_reference",
+    "hann_window",
+    "mel_filters",
     "zero_crossing_rate",
 ]
 
@@ -69,7 +71,7 @@ _STFT_BLOCK = 32
 _WORKSPACE_FRAMES = 2048
 
 
-_FREQS = librosa.fft_frequencies(sr=16000, n_fft=_N_FFT)
+_FREQS = np.fft.rfftfreq(n=_N_FFT, d=1.0 / 16000)  # librosa.fft_frequencies(sr=16000, n_fft=2048)
 # piptrack's default feasible range (fmin=150, fmax=4000) as a bin slice
 _PIP_BINS = np.flatnonzero((_FREQS >= 150.0) & (_FREQS < 4000.0))
 _PIP_LO, _PIP_HI = int(_PIP_BINS[0]), int(_PIP_BINS[-1]) + 1
@@ -132,7 +134,6 @@ class _Workspace:
         self.peaks = np.empty((n_frames, _PIP_HI - _PIP_LO + 2), dtype=np.float32)
 
 
-@numba.njit(nogil=True, cache=True)
 def _pip_peaks(
     pt: np.ndarray, ref: np.ndarray, lo: int, hi: int, pitch: np.ndarray, mag: np.ndarray
 ) -> int:  # pragma: no cover - compiled by numba (the tests compare its results with librosa's)
@@ -164,6 +165,76 @@ def _pip_peaks(
     return k
 
 
+def _pip_peaks_numpy(pt: np.ndarray, ref: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_pip_peaks` as numpy array operations: the same peaks in the same (frame-major) order, and the
+    same float32 / float64 steps, so the same bits (``tests/test_cli_fast.py`` compares the two).
+
+    ~0.3 ms per 4 s clip slower than the compiled kernel, but needs no numba: loading the kernel (import,
+    typing, reading the on-disk cache) costs a process ~0.35 s, more than a one-clip ``sertool predict``
+    spends on everything else of the extractor. See :func:`_peaks`.
+
+    Returns
+    -------
+    (pitch, mag) : np.ndarray, float32
+    """
+    x0, xm, xp = pt[:, lo:hi], pt[:, lo - 1 : hi - 1], pt[:, lo + 1 : hi + 1]
+    t, j = np.nonzero((x0 > ref[:, None]) & (x0 > xm) & (x0 >= xp))
+    i = j + lo
+    x0, xm, xp = pt[t, i], pt[t, i - 1], pt[t, i + 1]
+    a = (xp + xm).astype(np.float64) - 2.0 * x0.astype(np.float64)
+    b = (xp - xm).astype(np.float64) / 2.0
+    with np.errstate(divide="ignore", invalid="ignore"):  # the quotient is used only where |b| < |a|
+        shift = np.where(np.abs(b) >= np.abs(a), 0.0, -b / a).astype(np.float32)
+    avg = (xp - xm) / np.float32(2.0)
+    pitch = ((i.astype(np.float64) + shift.astype(np.float64)) * 16000.0 / 2048.0).astype(np.float32)
+    return pitch, x0 + np.float32(0.5) * avg * shift
+
+
+#: Clips a process tunes with :func:`_pip_peaks_numpy` before it loads the compiled :func:`_pip_peaks`: a
+#: one-clip prediction never pays for numba; bulk extraction switches after a few clips (or at once in
+#: :meth:`Handcrafted94.warm_up`, which the fork backend runs before forking its workers).
+COMPILE_AFTER = 8
+_KERNEL: list[Callable[..., int]] = []  # the compiled kernel, once loaded
+_KERNEL_LOCK = threading.Lock()
+_CALLS = [0]  # clips tuned in this process (a trigger only: a lost update under threads does not matter)
+
+
+def compiled_pip_peaks() -> Callable[..., int]:
+    """The numba-compiled :func:`_pip_peaks` (``cache=True``: later processes read it from the disk cache).
+
+    Returns
+    -------
+    callable
+        ``kernel(pt, ref, lo, hi, pitch, mag) -> n`` (see :func:`_pip_peaks`).
+    """
+    if not _KERNEL:
+        with _KERNEL_LOCK:
+            if not _KERNEL:
+                import numba
+
+                _KERNEL.append(numba.njit(nogil=True, cache=True)(_pip_peaks))
+    return _KERNEL[0]
+
+
+def _peaks(pt: np.ndarray, ref: np.ndarray, scratch: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """piptrack's peaks of the feasible bins (pitch, magnitude): by numpy for the first
+    :data:`COMPILE_AFTER` clips of a process, then by the compiled kernel (same bits either way)."""
+    if not _KERNEL:
+        _CALLS[0] += 1
+        if _CALLS[0] <= COMPILE_AFTER:
+            return _pip_peaks_numpy(pt, ref, _PIP_LO, _PIP_HI)
+    kernel = compiled_pip_peaks()
+    # at most every other feasible bin of a frame is a peak
+    most = pt.shape[0] * ((_PIP_HI - _PIP_LO + 1) // 2)
+    if scratch is not None and scratch.size >= 2 * most and scratch.dtype == np.float32:
+        flat = scratch.reshape(-1)
+        pitch, mag = flat[:most], flat[most : 2 * most]
+    else:
+        pitch, mag = np.empty(most, dtype=np.float32), np.empty(most, dtype=np.float32)
+    n = kernel(pt, ref, _PIP_LO, _PIP_HI, pitch, mag)
+    return pitch[:n], mag[:n]
+
+
 def estimate_tuning(power: np.ndarray, *, sr: int = 16000, scratch: np.ndarray | None = None) -> float:
     """``librosa.estimate_tuning(S=power, sr=sr, bins_per_octave=12)``, computed only where it matters.
 
@@ -171,8 +242,10 @@ def estimate_tuning(power: np.ndarray, *, sr: int = 16000, scratch: np.ndarray |
     over all 1025 bins and then keeps the local maxima in 150-4000 Hz. Each of those quantities at a bin
     depends only on that bin and its two neighbours, plus the per-frame maximum over all bins. So this finds
     the local maxima of the feasible bins only and evaluates the gradient and librosa's parabolic-interpolation
-    stencil at those peaks, in one compiled pass (:func:`_pip_peaks`, ~0.15 ms less per clip than the same
-    steps as numpy array operations). The peaks, pitches and magnitudes are bit-identical to piptrack's
+    stencil at those peaks, in one compiled pass (:func:`_pip_peaks`, ~0.15-0.3 ms less per clip than the same
+    steps as numpy array operations, :func:`_pip_peaks_numpy`, which a process uses for its first
+    :data:`COMPILE_AFTER` clips so that a one-clip run never loads numba). The peaks, pitches and magnitudes
+    are bit-identical to piptrack's
     (checked against librosa in the tests); the median threshold and :func:`librosa.pitch_tuning`'s histogram
     follow in numpy. The peaks come out frame-major instead of bin-major, which changes neither.
 
@@ -195,15 +268,7 @@ def estimate_tuning(power: np.ndarray, *, sr: int = 16000, scratch: np.ndarray |
     # frames as rows: the extractor's spectrogram is stored that way (power.T is contiguous, no copy)
     pt = np.ascontiguousarray(power.T)  # (T, 1025)
     ref = 0.1 * pt.max(axis=1)  # float32, as piptrack's threshold * max
-    # at most every other feasible bin of a frame is a peak
-    most = pt.shape[0] * ((_PIP_HI - _PIP_LO + 1) // 2)
-    if scratch is not None and scratch.size >= 2 * most and scratch.dtype == np.float32:
-        flat = scratch.reshape(-1)
-        pitch, mag = flat[:most], flat[most : 2 * most]
-    else:
-        pitch, mag = np.empty(most, dtype=np.float32), np.empty(most, dtype=np.float32)
-    n = _pip_peaks(pt, ref, _PIP_LO, _PIP_HI, pitch, mag)
-    pitch, mag = pitch[:n], mag[:n]
+    pitch, mag = _peaks(pt, ref, scratch)
     voiced = pitch > 0
     threshold = np.median(mag[voiced]) if voiced.any() else 0.0
     return _pitch_tuning(pitch[(mag >= threshold) & voiced])
@@ -222,7 +287,7 @@ def _pitch_tuning(frequencies: np.ndarray) -> float:
     frequencies = frequencies[frequencies > 0]
     if not frequencies.size:
         return float(librosa.pitch_tuning(frequencies, resolution=0.01, bins_per_octave=12))  # its warning
-    residual = np.mod(12 * librosa.hz_to_octs(frequencies), 1.0)
+    residual = np.mod(12 * np.log2(frequencies / (440.0 / 16)), 1.0)  # librosa.hz_to_octs, tuning 0
     residual[residual >= 0.5] -= 1.0
     counts = np.bincount(np.searchsorted(_TUNING_EDGES, residual, side="right") - 1, minlength=100)
     return float(_TUNING_EDGES[np.argmax(counts[:100])])
@@ -276,6 +341,56 @@ def chroma_filters(tuning: float) -> np.ndarray:
     return np.roll(wts, -3, axis=0).astype(np.float32)  # base_c
 
 
+def mel_filters(n_mels: int) -> np.ndarray:
+    """``librosa.filters.mel(sr=16000, n_fft=2048, n_mels=n_mels)`` (Slaney mel scale and norm), bit for bit.
+
+    librosa's own module imports numba and scipy.signal (~0.2 s of a process that needs neither); this is
+    its arithmetic, step for step, for the defaults handcrafted94 uses (compared with librosa in
+    ``tests/test_cli_fast.py``).
+
+    Parameters
+    ----------
+    n_mels : int
+        Number of bands.
+
+    Returns
+    -------
+    np.ndarray, float32, shape (n_mels, 1025)
+    """
+    f_sp, min_log_hz = 200.0 / 3, 1000.0  # librosa.hz_to_mel / mel_to_hz (Slaney): linear below 1 kHz
+    min_log_mel = (min_log_hz - 0.0) / f_sp
+    logstep = np.log(6.4) / 27.0
+    max_mel = min_log_mel + np.log(np.asanyarray(8000.0) / min_log_hz) / logstep  # hz_to_mel(fmax 8 kHz)
+    mels = np.linspace(np.asanyarray(0.0) / f_sp, max_mel, n_mels + 2)  # hz_to_mel(fmin 0)
+    mel_f = 0.0 + f_sp * mels
+    log_t = mels >= min_log_mel
+    mel_f[log_t] = min_log_hz * np.exp(logstep * (mels[log_t] - min_log_mel))
+    weights = np.zeros((n_mels, _N_FFT // 2 + 1), dtype=np.float32)
+    fdiff = np.diff(mel_f)
+    ramps = np.subtract.outer(mel_f, _FREQS)
+    for i in range(n_mels):
+        lower = -ramps[i] / fdiff[i]
+        upper = ramps[i + 2] / fdiff[i + 1]
+        weights[i] = np.maximum(0, np.minimum(lower, upper))
+    weights *= (2.0 / (mel_f[2 : n_mels + 2] - mel_f[:n_mels]))[:, np.newaxis]
+    return weights
+
+
+def hann_window() -> np.ndarray:
+    """``librosa.filters.get_window("hann", 2048, fftbins=True)``: scipy's periodic Hann window, bit for bit.
+
+    scipy computes ``0.5 * cos(0 * f) + 0.5 * cos(f)`` over ``f = linspace(-pi, pi, 2049)`` (the first term is
+    exactly 0.5) and drops the last point.
+
+    Returns
+    -------
+    np.ndarray, float64, shape (2048,)
+    """
+    w = np.full(_N_FFT + 1, 0.5)
+    w += 0.5 * np.cos(np.linspace(-np.pi, np.pi, _N_FFT + 1))
+    return w[:-1]
+
+
 def zero_crossing_rate(y: np.ndarray, *, frame_length: int = _N_FFT, hop_length: int = _HOP) -> np.ndarray:
     """``librosa.feature.zero_crossing_rate(y)[0]`` (defaults), computed with one pass over the signal.
 
@@ -322,6 +437,16 @@ def _max_normalize(S: np.ndarray) -> np.ndarray:
     return (S / length).astype(S.dtype)
 
 
+def _power_to_db(S: np.ndarray) -> np.ndarray:
+    """``librosa.power_to_db(S)`` with its defaults (ref 1.0, amin 1e-10, top_db 80), the same operations.
+
+    librosa's lives in a module that imports its audio I/O (~0.3 s for a process that uses neither).
+    """
+    log_spec = 10.0 * np.log10(np.maximum(1e-10, S))
+    log_spec -= 10.0 * np.log10(np.maximum(1e-10, np.abs(1.0)))
+    return np.maximum(log_spec, log_spec.max() - 80.0)
+
+
 def handcrafted94_reference(y: np.ndarray, sr: int = 16000) -> np.ndarray:
     """The definition of ``handcrafted94``: five separate librosa calls, each averaged over time.
 
@@ -363,10 +488,11 @@ class Handcrafted94(Extractor):
     fork_safe = True  # numpy, scipy.fft, OpenBLAS (pthreads, fork handlers), soundfile, soxr
 
     def __init__(self) -> None:
-        self._mel60 = librosa.filters.mel(sr=self.sr, n_fft=_N_FFT, n_mels=60)
-        self._mel128 = librosa.filters.mel(sr=self.sr, n_fft=_N_FFT, n_mels=128)
+        # librosa's filterbank and window, computed here (their librosa modules import numba and scipy.signal)
+        self._mel60 = mel_filters(60)
+        self._mel128 = mel_filters(128)
         self._freq = _FREQS.astype(np.float32)
-        self._window = librosa.filters.get_window("hann", _N_FFT, fftbins=True)  # float64, as librosa uses it
+        self._window = hann_window()  # float64, as librosa uses it
         self._chroma_fb: dict[float, np.ndarray] = {}
         self._local = threading.local()
 
@@ -379,6 +505,11 @@ class Handcrafted94(Extractor):
     def params(self) -> dict[str, Any]:
         """See :meth:`Extractor.params` (the definition is fixed; only the rate is recorded)."""
         return {"sr": self.sr}
+
+    def warm_up(self) -> None:
+        """See :meth:`Extractor.warm_up`; also loads the compiled peak finder (a run of many clips)."""
+        compiled_pip_peaks()
+        super().warm_up()
 
     @property
     def dim(self) -> int:
@@ -453,7 +584,7 @@ class Handcrafted94(Extractor):
         tuning = estimate_tuning(power, sr=self.sr, scratch=ws.peaks)
         chroma = _max_normalize(self._chroma_filters(tuning) @ power)
         mel60 = self._mel60 @ power.mean(axis=1)
-        logmel = librosa.power_to_db(self._mel128 @ power)
+        logmel = _power_to_db(self._mel128 @ power)
         mfcc = scipy.fft.dct(logmel, axis=-2, type=2, norm="ortho")[:20]
         zcr = zero_crossing_rate(y).mean()
         l1 = mag.sum(axis=0)
