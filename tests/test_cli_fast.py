@@ -102,12 +102,6 @@ def test_predict_with_a_classical_model_loads_neither_numba_nor_librosas_modules
     assert [m for m in modules if m.startswith("librosa.") and m != "librosa.version"] == []
 
 
-@pytest.mark.xfail(
-    reason="skops.io lists scikit-learn's estimators on import (sklearn.utils.all_estimators), and that "
-    "package walk imports scikit-learn's array-API shim of torch: sertool.deploy must import skops.io "
-    "without it (see the task report)",
-    strict=False,
-)
 def test_predict_with_a_classical_model_imports_no_torch(svm_model, demo_root):
     clip = sorted(demo_root.rglob("*.wav"))[0]
     assert "torch" not in _imported_by(_predict_probe(svm_model, clip))
