@@ -52,6 +52,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from sertool.bench.leaderboard import MIN_CI_SPEAKERS as _BOARD_MIN_CI_SPEAKERS
 from sertool.data.labels import LabelScheme, apply_scheme, get_scheme
 from sertool.data.manifest import build_manifest, manifest_hash, merge_manifests
 from sertool.exceptions import ParameterError, ResultsError
@@ -78,7 +79,7 @@ log = logging.getLogger(__name__)
 #: The split strategy of the cross-corpus part (one fold per corpus: test = that corpus, train = the others).
 LOCO_STRATEGY = "leave-one-corpus-out"
 #: Below this many test speakers a corpus's speaker-cluster interval is not shown (it would mislead).
-MIN_CI_SPEAKERS = 5
+MIN_CI_SPEAKERS = _BOARD_MIN_CI_SPEAKERS  # the leaderboard's own limit
 #: Shared label schemes tried by ``scheme="auto"``, in order of preference when they keep as many classes.
 CROSS_SCHEMES: tuple[str, ...] = ("ser6", "ser7", "ser4")
 #: printf format of every float in ``summary.csv`` (fixed, so identical inputs give identical bytes).
@@ -458,10 +459,8 @@ def evaluate(
         No corpus folder, an unknown model or feature view, a corpus too small for its protocol, or
         calibration asked for with a corpus whose protocol has no validation part (TESS).
     """
-    from sertool.bench.runner import class_order, run_bench
     from sertool.calibration import check_calibrate
     from sertool.models.registry import resolve_models
-    from sertool.splits import make_split
 
     calibrate = check_calibrate(calibrate)
     feature_list = [f.strip() for f in features.split(",")] if isinstance(features, str) else list(features)
@@ -473,6 +472,35 @@ def evaluate(
     present, ignored = find_corpora(corpora_dir)
     for name in ignored:
         log.info("%s: not a supported corpus folder; ignored", Path(corpora_dir) / name)
+    _check_calibration(present, calibrate)
+    built = {c: _scan(c, root, jobs) for c, root in present.items()}
+    hashes = {c: manifest_hash(b.manifest) for c, b in built.items()}
+    extra = {"tune": tune, "model_params": model_params or {}, "extractor_params": extractor_params or {}}
+    if calibrate is not None:  # only when set: the ids of uncalibrated suites stay what they were
+        extra["calibrate"] = calibrate
+    suite_id = _suite_id(
+        hashes, feature_list, models_arg, seed, [PROTOCOLS[c] for c in present], scheme, extra
+    )
+    report = SuiteReport(suite_id, Path(results) / "suite" / suite_id, ignored=ignored)
+    bench_kw: dict[str, Any] = {
+        "features": feature_list, "models": models_arg, "results_dir": Path(results), "cache": cache,
+        "seed": seed, "device": device, "tune": tune, "force": force, "jobs": jobs,
+        "model_params": model_params, "extractor_params": extractor_params, "progress": progress,
+        "unit_jobs": unit_jobs, "scheduler": scheduler, "calibrate": calibrate,
+    }  # fmt: skip
+    report.corpora = [_run_corpus(c, present[c], b, hashes[c], seed, bench_kw) for c, b in built.items()]
+    if len(built) < 2:
+        report.loco_note = "one corpus: no leave-one-corpus-out run"
+    else:
+        _run_loco(report, built, hashes, scheme, seed, bench_kw)
+    report.summary = build_summary(report, seed=seed)
+    report.files = write_summary(report, feature_list, models_arg, seed)
+    log.info("suite %s: summary written to %s", suite_id, report.out_dir)
+    return report
+
+
+def _check_calibration(present: dict[str, Path], calibrate: str | None) -> None:
+    """Refuse calibration when a present corpus's protocol has no validation part to fit it on."""
     no_valid = [c for c in present if PROTOCOLS[c].valid_fraction <= 0]
     if calibrate is not None and no_valid:
         raise ParameterError(
@@ -481,73 +509,42 @@ def evaluate(
             f"({'; '.join(PROTOCOLS[c].text() for c in no_valid)}); run the suite without calibration or "
             "without that corpus"
         )
-    threads = max(1, jobs if jobs > 0 else os.cpu_count() or 1)
-    results_root = Path(results)
 
-    built: dict[str, Any] = {}
-    for corpus, root in present.items():
-        log.info("suite: %s", PROTOCOLS[corpus].text())
-        built[corpus] = build_manifest(corpus, root, jobs=threads)
-    hashes = {c: manifest_hash(b.manifest) for c, b in built.items()}
-    extra = {"tune": tune, "model_params": model_params or {}, "extractor_params": extractor_params or {}}
-    if calibrate is not None:  # only when set: the ids of uncalibrated suites stay what they were
-        extra["calibrate"] = calibrate
-    suite_id = _suite_id(
-        hashes, feature_list, models_arg, seed, [PROTOCOLS[c] for c in present], scheme, extra
+
+def _scan(corpus: str, root: Path, jobs: int) -> Any:
+    """The corpus folder's manifest (its protocol logged first)."""
+    log.info("suite: %s", PROTOCOLS[corpus].text())
+    return build_manifest(corpus, root, jobs=max(1, jobs if jobs > 0 else os.cpu_count() or 1))
+
+
+def _run_corpus(
+    corpus: str, root: Path, built: Any, mhash: str, seed: int, bench_kw: dict[str, Any]
+) -> CorpusRun:
+    """One corpus under its canonical protocol: the split, then bench (resumable)."""
+    from sertool.bench.runner import class_order, run_bench
+    from sertool.splits import make_split
+
+    protocol = PROTOCOLS[corpus]
+    manifest = apply_scheme(built.manifest, protocol.scheme)
+    try:
+        split = make_split(manifest, protocol.strategy, seed=seed, valid_fraction=protocol.valid_fraction)
+    except ParameterError as exc:
+        raise ParameterError(f"{corpus} ({protocol.strategy}): {exc}") from exc
+    bench = run_bench(manifest, split, **bench_kw)
+    return CorpusRun(
+        corpus=corpus,
+        root=root,
+        protocol=protocol,
+        split_id=split.id,
+        manifest_hash=mhash,
+        n_folds=split.n_folds,
+        n_utterances=len(manifest),
+        n_speakers=int(manifest["speaker"].nunique()),
+        n_test_speakers=_test_speakers(split, manifest),
+        classes=class_order(manifest["label"].astype(str).tolist()),
+        skipped=len(built.skipped),
+        report=bench,
     )
-    report = SuiteReport(suite_id, results_root / "suite" / suite_id, ignored=ignored)
-    bench_kw: dict[str, Any] = {
-        "features": feature_list,
-        "models": models_arg,
-        "results_dir": results_root,
-        "cache": cache,
-        "seed": seed,
-        "device": device,
-        "tune": tune,
-        "force": force,
-        "jobs": jobs,
-        "model_params": model_params,
-        "extractor_params": extractor_params,
-        "progress": progress,
-        "unit_jobs": unit_jobs,
-        "scheduler": scheduler,
-        "calibrate": calibrate,
-    }
-
-    for corpus, b in built.items():
-        protocol = PROTOCOLS[corpus]
-        manifest = apply_scheme(b.manifest, protocol.scheme)
-        try:
-            split = make_split(manifest, protocol.strategy, seed=seed, valid_fraction=protocol.valid_fraction)
-        except ParameterError as exc:
-            raise ParameterError(f"{corpus} ({protocol.strategy}): {exc}") from exc
-        bench = run_bench(manifest, split, **bench_kw)
-        report.corpora.append(
-            CorpusRun(
-                corpus=corpus,
-                root=present[corpus],
-                protocol=protocol,
-                split_id=split.id,
-                manifest_hash=hashes[corpus],
-                n_folds=split.n_folds,
-                n_utterances=len(manifest),
-                n_speakers=int(manifest["speaker"].nunique()),
-                n_test_speakers=_test_speakers(split, manifest),
-                classes=class_order(manifest["label"].astype(str).tolist()),
-                skipped=len(b.skipped),
-                report=bench,
-            )
-        )
-
-    if len(built) < 2:
-        report.loco_note = "one corpus: no leave-one-corpus-out run"
-    else:
-        _run_loco(report, built, hashes, scheme, seed, bench_kw)
-
-    report.summary = build_summary(report, seed=seed)
-    report.files = write_summary(report, feature_list, models_arg, seed)
-    log.info("suite %s: summary written to %s", suite_id, report.out_dir)
-    return report
 
 
 def _run_loco(
@@ -840,7 +837,7 @@ def _notes(report: SuiteReport) -> list[str]:
     for r in few:
         notes.append(
             f"{r.corpus}: {r.n_test_speakers} test speakers, too few for a speaker-cluster confidence interval "
-            "(not shown; the CSV keeps the leaderboard's values)."
+            "(not computed: the leaderboard leaves it empty)."
         )
     if report.loco is None:
         notes.append(report.loco_note or "no leave-one-corpus-out run")
