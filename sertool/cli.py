@@ -1001,10 +1001,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     not here. Library warnings raised while a command runs are reported once, when it ends, in sertool's
     words (:mod:`sertool.library_warnings`; extraction reports its own, per clip); ``serve`` leaves them to
     Python. Worker processes a command started for feature extraction or unit fitting have exited when
-    this returns; run as the program (``argv`` None), so have the resource trackers multiprocessing and
-    loky start beside them (they would otherwise exit just after it).
+    this returns (resource trackers exit by themselves just after the process).
     """
-    program = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -1023,7 +1021,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return int(args.func(args))
             finally:
                 library_warnings.log_summary(warned, f"sertool {args.command}", log)
-                _wait_for_workers(trackers=program)
+                _wait_for_workers()
     except SertoolError as exc:
         if args.debug:
             raise
@@ -1034,21 +1032,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
-def _wait_for_workers(*, trackers: bool) -> None:
-    """Wait for the worker processes feature extraction (and unit fitting) left, if it ran; with
-    ``trackers``, stop the resource-tracker processes too (only when the program ends: a stopped tracker
-    releases every resource registered with it)."""
-    import contextlib
-
+def _wait_for_workers() -> None:
+    """Wait for the worker processes feature extraction (and unit fitting) left, if it ran. Resource-tracker
+    processes are not workers: they exit by themselves when this process does, after cleaning up what it
+    registered (stopping them earlier made joblib report its memory-mapped folders as leaked)."""
     extract = sys.modules.get("sertool.features.extract")
     if extract is not None:
         extract.wait_for_workers()
-    if trackers:
-        for name in ("joblib.externals.loky.backend.resource_tracker", "multiprocessing.resource_tracker"):
-            stop = getattr(getattr(sys.modules.get(name), "_resource_tracker", None), "_stop", None)
-            if stop is not None:
-                with contextlib.suppress(Exception):  # a private method of both: best effort
-                    stop()
 
 
 if __name__ == "__main__":

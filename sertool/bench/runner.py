@@ -373,8 +373,11 @@ def run_units(
         from joblib import Parallel, delayed
 
         data = _packed(units[0].data)
-        pool = Parallel(n_jobs=min(n, len(units)), backend="loky", return_as="generator", max_nbytes="1M")
-        yield from pool(delayed(_run_packed)(ctx, data, u.mspec, u.fold, u.params) for u in units)
+        # as a context manager, the pool deletes (and unregisters) its memory-mapped copies when it is done
+        with Parallel(
+            n_jobs=min(n, len(units)), backend="loky", return_as="generator", max_nbytes="1M"
+        ) as pool:
+            yield from pool(delayed(_run_packed)(ctx, data, u.mspec, u.fold, u.params) for u in units)
     else:
         for u in units:
             yield _run_unit(ctx, u.data, u.mspec, u.fold, u.params)

@@ -39,6 +39,7 @@ for the reusable pools, at :func:`wait_for_workers` (the CLI calls it before it 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -447,6 +448,12 @@ def wait_for_workers() -> None:
     executor = getattr(loky, "_executor", None) if loky is not None else None
     if executor is not None:
         executor.shutdown(wait=True)
+        # joblib's memory-mapped arrays (the unit workers' inputs) are deleted and unregistered now, while
+        # the resource tracker still runs: stopping it later with them registered prints "leaked" warnings
+        manager = getattr(executor, "_temp_folder_manager", None)
+        if manager is not None:
+            with contextlib.suppress(Exception):  # a private joblib method: best effort
+                manager._clean_temporary_resources(force=True, allow_non_empty=True)
 
 
 def _can_fork(extractor: Extractor) -> bool:
