@@ -291,6 +291,12 @@ def train_model(
     guard = unit_guard(ctx, data, fitted)
     card["guard"] = None if guard is None else guard.to_dict()
     _save(out, fitted.base_estimator, card, neural=spec.family == "neural")
+    try:  # the human-readable card beside model.json (not checksummed: loading never reads it)
+        from sertool.model_card import write_model_card
+
+        write_model_card(out, card, manifest=manifest)
+    except Exception as exc:  # the saved model stays usable without it
+        log.warning("could not write the model card MODEL_CARD.md in %s: %s", out, exc)
     log.info("saved %s on %s (%d training utterances) to %s", model, features, len(fitted.fit_ids), out)
     return out
 

@@ -40,7 +40,7 @@ def svm_dir(demo, cache, tmp_path_factory) -> Path:
 
 def test_saved_model_predicts_like_the_fitted_pipeline(demo, cache, svm_dir, demo_root):
     files = sorted(svm_dir.iterdir())
-    assert [f.name for f in files] == ["estimator.skops", "model.json"]
+    assert [f.name for f in files] == ["MODEL_CARD.md", "estimator.skops", "model.json"]
     card = json.loads((svm_dir / "model.json").read_text())
     assert card["format"] == 1 and card["model"] == "svm" and card["features"] == "handcrafted94"
     assert card["extractor"]["key"].startswith("handcrafted94/v1-")
@@ -154,7 +154,7 @@ def test_torch_heads_and_boosters_round_trip(demo, cache, tmp_path, name):
     )
     expected = (
         {"weights.safetensors", "model.json"} if name == "mlp_head" else {"estimator.skops", "model.json"}
-    )
+    ) | {"MODEL_CARD.md"}
     assert {p.name for p in out.iterdir()} == expected
     card = json.loads((out / "model.json").read_text())
     if name == "mlp_head":  # neural heads early-stop on whole held-out speakers
