@@ -45,9 +45,9 @@ CORPUS_INFO: dict[str, tuple[str, str, str, str]] = {
         "SAVEE",
         "English (British)",
         "acted (4 male speakers)",
-        "free for research use (registration)",
+        f"see the SAVEE release; {_CHECK}",
     ),
-    "emodb": ("Berlin EmoDB", "German", "acted (10 actors)", "free for research use"),
+    "emodb": ("Berlin EmoDB", "German", "acted (10 actors)", f"see the EmoDB release; {_CHECK}"),
     "iemocap": (
         "IEMOCAP",
         "English",
