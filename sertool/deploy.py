@@ -264,21 +264,12 @@ def train_model(
         normalize=normalize, jobs=jobs, calibrate=calibrate,
     )  # fmt: skip
     if not prep.models:
-        raise ParameterError(
-            f"{model} reads frame sequences, which {features} does not store"
-            if spec.input == "frames"
-            else f"{model} reads {spec.input}, which {features} does not provide"
-        )
+        raise ParameterError(_no_input(model, spec.input, features))
     si = bool(split.speaker_independent) if split is not None else True
     ctx = FitContext.from_manifest(
-        manifest,
-        seed=seed,
-        device=resolve_device(device),
-        tune=tune,
-        threads=fold_threads(1),
-        speaker_independent=si,
-        calibrate=calibrate,
-    )
+        manifest, seed=seed, device=resolve_device(device), tune=tune, threads=fold_threads(1),
+        speaker_independent=si, calibrate=calibrate,
+    )  # fmt: skip
     data = prep.data[spec.input]
     if not data.present(part.train):
         raise ParameterError("no training utterances with cached features")
@@ -291,14 +282,26 @@ def train_model(
     guard = unit_guard(ctx, data, fitted)
     card["guard"] = None if guard is None else guard.to_dict()
     _save(out, fitted.base_estimator, card, neural=spec.family == "neural")
-    try:  # the human-readable card beside model.json (not checksummed: loading never reads it)
+    _write_model_card(out, card, manifest)
+    log.info("saved %s on %s (%d training utterances) to %s", model, features, len(fitted.fit_ids), out)
+    return out
+
+
+def _no_input(model: str, kind: str, features: str) -> str:
+    if kind == "frames":
+        return f"{model} reads frame sequences, which {features} does not store"
+    return f"{model} reads {kind}, which {features} does not provide"
+
+
+def _write_model_card(out: Path, card: dict[str, Any], manifest: pd.DataFrame) -> None:
+    """``MODEL_CARD.md`` beside ``model.json`` (not checksummed: loading never reads it); a failure is logged
+    and the saved model stays usable."""
+    try:
         from sertool.model_card import write_model_card
 
         write_model_card(out, card, manifest=manifest)
-    except Exception as exc:  # the saved model stays usable without it
+    except Exception as exc:
         log.warning("could not write the model card MODEL_CARD.md in %s: %s", out, exc)
-    log.info("saved %s on %s (%d training utterances) to %s", model, features, len(fitted.fit_ids), out)
-    return out
 
 
 def drop_short(manifest: pd.DataFrame, min_duration: float) -> pd.DataFrame:
