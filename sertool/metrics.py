@@ -49,6 +49,7 @@ __all__ = [
     "brier_score",
     "confusion",
     "correct_pvalues",
+    "ece_sampling_floor",
     "expected_calibration_error",
     "macro_f1",
     "negative_log_likelihood",
@@ -451,6 +452,49 @@ def expected_calibration_error(
     used = count > 0
     gap = np.abs(table["accuracy"][used] - table["confidence"][used])
     return float((count[used] * gap).sum() / count.sum())
+
+
+def ece_sampling_floor(
+    proba: Any,
+    *,
+    n_bins: int = ECE_BINS,
+    n_draws: int = 200,
+    seed: int = 0,
+) -> float:
+    """The ECE a perfectly calibrated model with these probabilities would show on this many clips.
+
+    ECE is biased upward on small test sets: even when every clip's label is drawn from the model's own
+    probabilities (so the model is calibrated by construction), the accuracy of a bin of a few dozen clips
+    scatters around its mean confidence. This floor is the mean ECE over ``n_draws`` such draws; a measured
+    ECE near it cannot be told apart from a calibrated model at this sample size.
+
+    Parameters
+    ----------
+    proba : array-like of shape (n, K)
+        Class probabilities, rows summing to 1.
+    n_bins : int
+        Number of confidence bins (as :func:`expected_calibration_error`).
+    n_draws : int
+        Number of simulated label draws.
+    seed : int
+        Seed of the draws.
+
+    Returns
+    -------
+    float
+        Mean simulated ECE, in [0, 1].
+    """
+    P = np.asarray(proba, dtype=np.float64)
+    n_draws = _check_seed_count("n_draws", n_draws)
+    _check_proba(np.zeros(P.shape[0] if P.ndim == 2 else 0, dtype=np.int64), P, None)
+    rng = np.random.default_rng(seed)
+    cumulative = np.cumsum(P / P.sum(axis=1, keepdims=True), axis=1)
+    total = 0.0
+    for _ in range(n_draws):
+        u = rng.random((P.shape[0], 1))
+        labels = np.minimum((cumulative < u).sum(axis=1), P.shape[1] - 1)
+        total += expected_calibration_error(labels, P, n_bins=n_bins)
+    return total / n_draws
 
 
 def brier_score(y_true: Any, proba: Any, classes: Sequence[Any] | None = None) -> float:

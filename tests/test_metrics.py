@@ -15,6 +15,7 @@ from sertool.metrics import (
     brier_score,
     confusion,
     correct_pvalues,
+    ece_sampling_floor,
     expected_calibration_error,
     macro_f1,
     negative_log_likelihood,
@@ -318,3 +319,33 @@ def test_ua_by_group_matches_per_group_balanced_accuracy(rng):
         assert ua == pytest.approx(balanced_accuracy_score(y[g == group], p[g == group]), abs=1e-12)
     # a group that has one class only: UA is the recall of that class
     assert ua_by_group(["a", "a", "b"], ["a", "b", "b"], ["s1", "s1", "s2"]) == {"s1": 0.5, "s2": 1.0}
+
+
+# ------------------------------------------------------------------------------------- ECE sampling floor
+
+
+def test_ece_floor_is_zero_for_certain_predictions() -> None:
+    """One-hot probabilities: every drawn label is the predicted one, so every bin is exact."""
+    P = np.eye(3)[[0, 1, 2, 1, 0]]
+    assert ece_sampling_floor(P, n_draws=20) == 0.0
+
+
+def test_ece_floor_of_one_coin_flip_is_one_half() -> None:
+    """One clip at confidence 0.5: its bin is either all right or all wrong, |1 - 0.5| = |0 - 0.5| = 0.5."""
+    assert ece_sampling_floor([[0.5, 0.5]], n_draws=50) == pytest.approx(0.5)
+
+
+def test_ece_floor_matches_the_binomial_mean_absolute_deviation() -> None:
+    """n clips all at confidence 0.7 fall in one bin: ECE = |K / n - 0.7| with K ~ Binomial(n, 0.7)."""
+    from scipy.stats import binom
+
+    n = 400
+    k = np.arange(n + 1)
+    expected = float((binom.pmf(k, n, 0.7) * np.abs(k / n - 0.7)).sum())
+    P = np.tile([0.7, 0.3], (n, 1))
+    assert ece_sampling_floor(P, n_draws=3000, seed=1) == pytest.approx(expected, rel=0.05)
+
+
+def test_ece_floor_rejects_rows_that_are_not_probabilities() -> None:
+    with pytest.raises(ParameterError, match="sum to 1"):
+        ece_sampling_floor([[0.5, 0.6]])
