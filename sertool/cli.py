@@ -38,6 +38,18 @@ def _add_corpus_args(p: argparse.ArgumentParser, *, required: bool = True) -> No
         help='JSON object mapping CSV labels to canonical ones, e.g. \'{"ang": "angry"}\' (--corpus csv)',
     )
     p.add_argument(
+        "--corpus-params",
+        default=None,
+        help='JSON object of corpus-adapter arguments, e.g. \'{"split": "train"}\' (with several corpora: '
+        "a table per corpus name)",
+    )
+    for column, default in (("audio", "audio"), ("label", "label"), ("speaker", "speaker")):
+        p.add_argument(
+            f"--{column}-column",
+            default=None,
+            help=f"--corpus hf: the dataset column holding the {column} (default {default!r})",
+        )
+    p.add_argument(
         "--scheme", default="native", help="label scheme: native, ser7, ser4, ser6 (default native)"
     )
 
@@ -65,8 +77,27 @@ def _manifest_from_args(args: argparse.Namespace, *, jobs: int = 4) -> Any:
         roots,
         csv=getattr(args, "csv", None) or None,
         label_map=_json_arg(label_map, "--label-map") if label_map else None,
+        corpus_params=_corpus_params(args, str(args.corpus)),
         jobs=jobs,
     )
+
+
+def _corpus_params(args: argparse.Namespace, corpora: str) -> dict[str, Any] | None:
+    """``--corpus-params`` with the ``--audio-column``/``--label-column``/``--speaker-column`` flags over it
+    (the hf adapter's arguments; with several corpora they go to the ``hf`` one). None when none is given."""
+    params = _json_arg(getattr(args, "corpus_params", None), "--corpus-params")
+    columns = {
+        f"{c}_column": getattr(args, f"{c}_column")
+        for c in ("audio", "label", "speaker")
+        if getattr(args, f"{c}_column", None) is not None
+    }
+    if columns:
+        names = [c.strip().lower() for c in corpora.split(",") if c.strip()]
+        if len(names) > 1:
+            params["hf"] = {**params.get("hf", {}), **columns}
+        else:
+            params.update(columns)
+    return params or None
 
 
 def _schemed(manifest: Any, scheme: str) -> Any:
@@ -316,6 +347,9 @@ def _bench_definition(args: argparse.Namespace) -> Any:
     }
     if args.root is not None:
         changes["roots"] = str(args.root)  # comma-separated folders, one per corpus
+    corpus_params = _corpus_params(args, args.corpus if args.corpus is not None else ",".join(bench.corpora))
+    if corpus_params is not None:
+        changes["corpus_params"] = {**bench.corpus_params, **corpus_params}
     for flag in ("label_map", "model_params", "extractor_params"):  # JSON objects
         if getattr(args, flag) is not None:
             changes[flag] = _json_arg(getattr(args, flag), "--" + flag.replace("_", "-"))

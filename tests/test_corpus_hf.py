@@ -71,3 +71,53 @@ def test_bench_runs_on_an_hf_corpus(demo_root: Path, tmp_path: Path, capsys):
     )  # fmt: skip
     assert code == EXIT_OK
     assert list((tmp_path / "r").rglob("leaderboard.csv"))
+
+
+def _save_renamed(demo_root: Path, out: Path) -> list[dict[str, str]]:
+    """The demo clips under other column names: ``file``, ``emotion``, ``actor``."""
+    demo = build_manifest("demo", demo_root).manifest
+    rows = [{"path": r.path, "label": r.label, "speaker": r.speaker} for r in demo.itertuples()]
+    datasets.Dataset.from_dict(
+        {
+            "file": [r["path"] for r in rows],
+            "emotion": [r["label"] for r in rows],
+            "actor": [r["speaker"] for r in rows],
+        }
+    ).save_to_disk(str(out))
+    return rows
+
+
+def test_column_flags_name_the_dataset_columns(demo_root: Path, tmp_path: Path):
+    root = tmp_path / "ds"
+    rows = _save_renamed(demo_root, root)
+    common = ["--corpus", "hf", "--root", str(root), "--cache", str(tmp_path / "c")]
+    assert main(["manifest", *common]) != EXIT_OK  # the default column names are not there
+    columns = ["--audio-column", "file", "--label-column", "emotion", "--speaker-column", "actor"]
+    out = tmp_path / "m.parquet"
+    assert main(["manifest", *common, *columns, "--out", str(out)]) == EXIT_OK
+    import pandas as pd
+
+    m = pd.read_parquet(out)
+    assert sorted(zip(m["path"], m["label"], m["speaker"], strict=True)) == sorted(
+        (r["path"], r["label"], f"hf-{r['speaker']}") for r in rows
+    )
+    bench = ["--features", "handcrafted94", "--models", "logreg", "--split", "speaker-2fold", "--jobs", "1"]
+    assert main(["bench", *common, *columns, *bench, "--results", str(tmp_path / "r")]) == EXIT_OK
+    board = next((tmp_path / "r").rglob("leaderboard.csv"))
+    assert pd.read_csv(board)["folds"].tolist() == [2]
+
+
+def test_corpus_params_in_a_benchmark_definition(demo_root: Path, tmp_path: Path):
+    from sertool.bench.definition import Benchmark
+    from sertool.exceptions import ParameterError
+
+    root = tmp_path / "ds"
+    rows = _save_renamed(demo_root, root)
+    params = {"audio_column": "file", "label_column": "emotion", "speaker_column": "actor"}
+    bench = Benchmark(corpora=("hf",), roots=(root,), corpus_params=params)
+    assert Benchmark.from_toml(bench.to_toml()) == bench
+    assert len(bench.load_manifest(jobs=1)) == len(rows)
+    with pytest.raises(ParameterError, match="does not accept"):
+        Benchmark(corpora=("hf",), roots=(root,), corpus_params={"label_col": "emotion"}).load_manifest()
+    with pytest.raises(ParameterError, match="a table per corpus"):
+        Benchmark(corpora=("hf", "demo"), roots=(root, demo_root), corpus_params=params).load_manifest()

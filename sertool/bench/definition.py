@@ -239,6 +239,9 @@ class Benchmark:
         The table ``path,label[,speaker,...]`` of the ``csv`` adapter.
     label_map : dict, optional
         CSV label -> canonical label (``csv`` adapter).
+    corpus_params : dict, optional
+        Keyword arguments of the corpus adapter (e.g. ``{"label_column": "emotion"}`` for ``hf``); with
+        several corpora, a table per adapter name (``{"hf": {...}}``). TOML key ``corpus_params``.
     scheme : str
         Label scheme (``"native"``, ``"ser7"``, ``"ser6"``, ``"ser4"``).
     features : tuple of str
@@ -288,6 +291,7 @@ class Benchmark:
     roots: tuple[Path, ...] = ()
     csv: Path | None = None
     label_map: dict[str, str] | None = None
+    corpus_params: dict[str, Any] = field(default_factory=dict)
     scheme: str = "native"
     features: tuple[str, ...] = ("handcrafted94",)
     models: str | tuple[str, ...] = "all"
@@ -337,6 +341,7 @@ class Benchmark:
             if bad:
                 raise ParameterError(f"label_map must map labels to label names, got {bad!r}")
             out["label_map"] = label_map
+        out["corpus_params"] = _table(self.corpus_params, "corpus_params")
         if not isinstance(self.scheme, str) or not self.scheme.strip():
             raise ParameterError(f"scheme must be a label scheme name, got {self.scheme!r}")
         out["scheme"] = self.scheme.strip()
@@ -482,7 +487,8 @@ class Benchmark:
         out: dict[str, Any] = {}
         for key in _TOML_KEYS:
             value = getattr(self, _FIELD_OF.get(key, key))
-            if value is None or (key in ("corpus", "root", "model_params", "extractor_params") and not value):
+            empty_skipped = ("corpus", "root", "corpus_params", "model_params", "extractor_params")
+            if value is None or (key in empty_skipped and not value):
                 continue
             if key == "split":
                 value = [s.to_toml_value() for s in value]
@@ -555,7 +561,14 @@ class Benchmark:
         from sertool.data.labels import apply_scheme
 
         self._check_corpora()
-        built = build_corpora(self.corpora, self.roots, csv=self.csv, label_map=self.label_map, jobs=jobs)
+        built = build_corpora(
+            self.corpora,
+            self.roots,
+            csv=self.csv,
+            label_map=self.label_map,
+            corpus_params=self.corpus_params,
+            jobs=jobs,
+        )
         if built.skipped:
             log.info("%d files skipped while scanning %s", len(built.skipped), ",".join(self.corpora))
         manifest = apply_scheme(built.manifest, self.scheme)
@@ -585,6 +598,7 @@ def build_corpora(
     *,
     csv: str | os.PathLike[str] | None = None,
     label_map: Mapping[str, str] | None = None,
+    corpus_params: Mapping[str, Any] | None = None,
     jobs: int = 4,
 ) -> ManifestBuild:
     """Scan one corpus, or several merged (speakers and utt_ids corpus-prefixed).
@@ -597,6 +611,9 @@ def build_corpora(
         One folder per corpus.
     csv, label_map : optional
         Passed to the ``csv`` adapter (to the only corpus when there is one).
+    corpus_params : mapping, optional
+        Keyword arguments of the adapter when there is one corpus (``{"label_column": "emotion"}``); with
+        several, a table per adapter name (``{"hf": {"label_column": "emotion"}}``).
     jobs : int, optional
         Threads that read headers and hash files.
 
@@ -619,10 +636,21 @@ def build_corpora(
         kwargs["csv"] = Path(csv)
     if label_map is not None:
         kwargs["label_map"] = dict(label_map)
+    params = dict(corpus_params or {})
     if len(corpora) == 1:
-        return build_manifest(corpora[0], roots[0], jobs=jobs, **kwargs)
+        return build_manifest(corpora[0], roots[0], jobs=jobs, **kwargs, **params)
+    names = {c.lower() for c in corpora}
+    stray = sorted(k for k in params if k.lower() not in names or not isinstance(params[k], Mapping))
+    if stray:
+        raise ParameterError(
+            f"with several corpora, corpus_params must be a table per corpus ({sorted(names)}); "
+            f"got key(s) {stray}"
+        )
+    per_corpus = {k.lower(): dict(v) for k, v in params.items()}
     builds = [
-        build_manifest(c, r, jobs=jobs, **(kwargs if c.lower() == "csv" else {}))
+        build_manifest(
+            c, r, jobs=jobs, **(kwargs if c.lower() == "csv" else {}), **per_corpus.get(c.lower(), {})
+        )
         for c, r in zip(corpora, roots, strict=True)
     ]
     return ManifestBuild(

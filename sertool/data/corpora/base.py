@@ -171,7 +171,10 @@ def get_adapter(name: str, **kwargs: Any) -> CorpusAdapter:
     if key in ADAPTERS:
         if key in plugins.declared_names(PLUGIN_GROUP):
             plugins.warn_shadowed(PLUGIN_GROUP, key)
-        return ADAPTERS[key](**kwargs)
+        try:
+            return ADAPTERS[key](**kwargs)
+        except TypeError as exc:  # an argument the adapter does not take
+            raise ParameterError(f"corpus {key!r} does not accept {sorted(kwargs)}: {exc}") from None
     found = _plugin_adapters()
     if key in found:
         return _adapter_from_plugin(key, found[key], kwargs)
