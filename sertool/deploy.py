@@ -96,37 +96,12 @@ class ModelError(SertoolError):
     or feature extractor."""
 
 
-class _NoArrayApiShims:
-    """An import hook refusing scikit-learn's array-API shims of torch, CuPy, Dask and JAX (:func:`_skops_io`)."""
-
-    _SHIMS = ("sklearn.externals.array_api_compat.", "sklearn.externals.array_api_extra.")
-    _BACKENDS = ("torch", "cupy", "dask", "jax")
-
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
-        for prefix in self._SHIMS:
-            if name.startswith(prefix) and name[len(prefix) :].split(".")[0] in self._BACKENDS:
-                raise ImportError(f"{name}: not needed to list scikit-learn's estimators")
-
-
 def _skops_io() -> Any:
-    """``skops.io``, imported without importing torch.
+    """``skops.io`` (:func:`sertool.skops_import.skops_io`: the same trusted types at a fraction of the import
+    cost)."""
+    from sertool.skops_import import skops_io
 
-    On import, skops lists scikit-learn's estimators (its default-trusted types) with
-    :func:`sklearn.utils.all_estimators`, whose package walk imports every subpackage of scikit-learn, the
-    array-API shims included, which import torch, Dask or CuPy when installed: ~2 s of a classical model's
-    start-up for modules that define no estimator (the trusted list is the same without them). The walk
-    ignores subpackages that fail to import.
-    """
-    import sys
-
-    if "skops.io" not in sys.modules:
-        hook = _NoArrayApiShims()
-        sys.meta_path.insert(0, hook)
-        try:
-            import skops.io  # noqa: F401
-        finally:
-            sys.meta_path.remove(hook)
-    return sys.modules["skops.io"]
+    return skops_io()
 
 
 # ------------------------------------------------------------------------------------------------ helpers

@@ -258,7 +258,11 @@ def test_features_lists_every_skipped_input_or_writes_them_all(tmp_path, demo_ro
 
 # ------------------------------------------------------------------------------------------ workers
 def _group(pgid: int) -> list[str]:
-    """Command lines of the live (not zombie) processes of process group ``pgid`` (Linux /proc)."""
+    """Command lines of the live processes of process group ``pgid`` (Linux /proc).
+
+    Zombies and processes that are exiting (their memory, and with it their command line, already released)
+    are not counted: neither can run anything.
+    """
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -269,13 +273,14 @@ def _group(pgid: int) -> list[str]:
         except OSError:
             continue
         state, _ppid, group = stat[stat.rindex(")") + 2 :].split()[:3]
-        if int(group) == pgid and state != "Z":
+        if int(group) == pgid and state not in ("Z", "X") and cmd:
             found.append(cmd)
     return found
 
 
-def _children() -> list[str]:
-    me, found = os.getpid(), []
+def _children() -> dict[int, str]:
+    """Live child processes of this process: pid -> command line."""
+    me, found = os.getpid(), {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
@@ -284,8 +289,8 @@ def _children() -> list[str]:
             except OSError:
                 continue
             state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
-            if int(ppid) == me and state != "Z":
-                found.append(cmd)
+            if int(ppid) == me and state not in ("Z", "X") and cmd:
+                found[int(entry.name)] = cmd
     return found
 
 
@@ -307,9 +312,11 @@ def test_features_leaves_no_worker_behind(tmp_path, demo_root, backend):
     assert proc.returncode == 0, err
     # resource trackers are not workers: they exit by themselves once the command has
     assert [c for c in _group(proc.pid) if "resource_tracker" not in c] == []
-    # in this process: the command returns after its workers have exited (resource trackers are not workers)
+    # in this process: the command returns after its workers have exited (resource trackers are not workers;
+    # workers that earlier tests left, e.g. joblib's reusable loky executor, are not the command's)
+    before = set(_children())
     assert main([*argv, "--cache", str(tmp_path / "b")]) == 0
-    assert [c for c in _children() if "resource_tracker" not in c] == []
+    assert [c for pid, c in _children().items() if pid not in before and "resource_tracker" not in c] == []
 
 
 # ------------------------------------------------------------------------------------------ serve
