@@ -52,6 +52,12 @@ def _add_corpus_args(p: argparse.ArgumentParser, *, required: bool = True) -> No
     p.add_argument(
         "--scheme", default="native", help="label scheme: native, ser7, ser4, ser6 (default native)"
     )
+    p.add_argument(
+        "--target",
+        default="emotion",
+        help="what to predict: emotion (default) or a categorical manifest column, e.g. intensity (RAVDESS, "
+        "CREMA-D) or gender",
+    )
 
 
 def _add_cache_arg(p: argparse.ArgumentParser) -> None:
@@ -100,10 +106,12 @@ def _corpus_params(args: argparse.Namespace, corpora: str) -> dict[str, Any] | N
     return params or None
 
 
-def _schemed(manifest: Any, scheme: str) -> Any:
+def _schemed(manifest: Any, scheme: str, target: str | None = None) -> Any:
+    """The manifest through its label scheme, then with ``label`` = ``target`` (:mod:`sertool.data.targets`)."""
     from sertool.data.labels import apply_scheme
+    from sertool.data.targets import apply_target
 
-    return apply_scheme(manifest, scheme)
+    return apply_target(apply_scheme(manifest, scheme), target)
 
 
 def _json_arg(text: str | None, flag: str) -> dict[str, Any]:
@@ -187,7 +195,7 @@ def cmd_split(args: argparse.Namespace) -> int:
     from sertool.splits import Split, make_split, split_summary
 
     built = _manifest_from_args(args)
-    manifest = _schemed(built.manifest, args.scheme)
+    manifest = _schemed(built.manifest, args.scheme, args.target)
     params = _json_arg(args.split_params, "--split-params")
     taken = sorted({"seed", "valid_fraction"} & set(params))
     if taken:
@@ -316,6 +324,7 @@ _BENCH_FLAGS: dict[str, str] = {
     "corpus": "corpora",
     "csv": "csv",
     "scheme": "scheme",
+    "target": "target",
     "features": "features",
     "models": "models",
     "seed": "seed",
@@ -438,7 +447,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     get_model(args.model)  # a misspelt model fails before the corpus is scanned
     built = _manifest_from_args(args)
-    manifest = _schemed(built.manifest, args.scheme)
+    manifest = _schemed(built.manifest, args.scheme, args.target)
     # the split exactly as `sertool bench` makes it, so the model links that run's leaderboard
     split = _split_from_args(args, manifest) if args.split else None
     out = train_model(
@@ -753,7 +762,7 @@ def _parser_bench(sub: Any) -> None:
     p = sub.add_parser("bench", help="train every model on every feature view and fold of a saved split")
     # every flag defaults to None (not given): the definition (--config) or Benchmark's default then holds
     _add_corpus_args(p, required=False)
-    p.set_defaults(scheme=None)
+    p.set_defaults(scheme=None, target=None)
     _add_cache_arg(p)
     p.add_argument(
         "--config",

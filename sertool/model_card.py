@@ -136,8 +136,11 @@ def rebuild_command(card: Mapping[str, Any], *, manifest: pd.DataFrame | None = 
     args += ["--root", ",".join(roots.get(c, f"<root of {c}>") for c in corpora)]
     if "csv" in corpora:
         args += ["--csv", "<label table>"]
-    if card.get("label_scheme") and not str(card["label_scheme"]).startswith("native"):
-        args += ["--scheme", str(card["label_scheme"])]
+    scheme, _, target = str(card.get("label_scheme") or "").partition(":")
+    if scheme and not scheme.startswith("native"):
+        args += ["--scheme", scheme]
+    if target:
+        args += ["--target", target]
     args += ["--features", str(card.get("features")), "--model", str(card.get("model"))]
     if trained.get("split_id"):
         args += ["--split", str(trained.get("split_strategy") or trained["split_id"])]
@@ -188,7 +191,7 @@ def _data_section(card: Mapping[str, Any], manifest: pd.DataFrame | None) -> lis
         lines += [f"- Corpus: {trained.get('corpus', 'unknown')}"]
     lines += [
         f"- Classes ({len(card.get('classes', []))}): {', '.join(card.get('classes', []))}",
-        f"- Label scheme: `{card.get('label_scheme')}`",
+        f"- Target: {_target(card)}; label scheme: `{str(card.get('label_scheme')).split(':', 1)[0]}`",
         f"- Manifest hash: `{trained.get('manifest_hash')}`",
         f"- Clips the model was fitted on: {trained.get('n_train')} "
         f"(validation {trained.get('n_valid')}, augmented copies {trained.get('n_augmented', 0)})",
@@ -366,3 +369,10 @@ def write_model_card(folder: str | os.PathLike, card: Mapping[str, Any], **kwarg
         Path(tmp).unlink(missing_ok=True)
         raise
     return dest
+
+
+def _target(card: dict[str, Any]) -> str:
+    """What the model predicts (:func:`sertool.data.targets.target_of` of its label scheme)."""
+    from sertool.data.targets import target_of
+
+    return target_of(card.get("label_scheme"))

@@ -198,9 +198,21 @@ class Split:
     label_scheme: str
     folds: tuple[Fold, ...]
 
+    @property
+    def target(self) -> str:
+        """What the split's labels are: ``"emotion"``, or the target recorded in :attr:`label_scheme`
+        (:func:`sertool.data.targets.target_of`)."""
+        from sertool.data.targets import target_of
+
+        return target_of(self.label_scheme)
+
     @functools.cached_property
     def id(self) -> str:
-        """``<strategy>-<10 hex digits>``; the digest covers strategy, params, seed, grouping and folds."""
+        """``<strategy>-<10 hex digits>``; the digest covers strategy, params, seed, grouping and folds.
+
+        A split of another target than the emotion is ``<strategy>-<target>-<10 hex digits>``, and the target
+        is part of the digest (the same folds for two targets are two splits, two results folders).
+        """
         content = {
             "strategy": self.strategy,
             "params": self.params,
@@ -209,8 +221,16 @@ class Split:
             "speaker_independent": self.speaker_independent,
             "folds": [[list(f.train), list(f.valid), list(f.test)] for f in self.folds],
         }
+        target = self.target
+        if target != "emotion":
+            content["target"] = target
         blob = json.dumps(content, sort_keys=True, separators=(",", ":"))
-        return f"{self.strategy}-{hashlib.sha256(blob.encode()).hexdigest()[:10]}"
+        digest = hashlib.sha256(blob.encode()).hexdigest()[:10]
+        return (
+            f"{self.strategy}-{digest}"
+            if target == "emotion"
+            else f"{self.strategy}-{_safe(target)}-{digest}"
+        )
 
     @property
     def n_folds(self) -> int:
@@ -451,6 +471,11 @@ class Split:
         """
         records = [(f.index, u, r) for f in self.folds for r in ROLES for u in f.part(r)]
         return pd.DataFrame.from_records(records, columns=["fold", "utt_id", "role"])
+
+
+def _safe(name: str) -> str:
+    """A target name as a path component of a split id (letters, digits, ``_``; the rest ``_``)."""
+    return "".join(ch if ch.isalnum() or ch == "_" else "_" for ch in name) or "target"
 
 
 def check_split(split: Split, manifest: pd.DataFrame) -> None:

@@ -94,6 +94,8 @@ def test_a_full_definition_round_trips(tmp_path):
         csv=tmp_path / "c" / "t.csv",
         label_map={"ang": "angry"},
         scheme="ser4",
+        target="intensity",
+        corpus_params={"split": "train"},
         features=["whisper-base@2-4", "handcrafted94+text-minilm"],
         models=["svm", "mlp_head"],
         model_params={"svm": {"C": 0.5, "kernel": "rbf"}, "mlp_head": {"hidden": [64, 32]}},
@@ -125,6 +127,7 @@ def test_a_full_definition_round_trips(tmp_path):
     assert Benchmark.from_toml(path) == Benchmark.from_toml(str(path)) == bench
     assert Benchmark().to_dict() == {
         "scheme": "native",
+        "target": "emotion",
         "features": ["handcrafted94"],
         "models": "all",
         "split": ["speaker-6fold"],

@@ -244,6 +244,9 @@ class Benchmark:
         several corpora, a table per adapter name (``{"hf": {...}}``). TOML key ``corpus_params``.
     scheme : str
         Label scheme (``"native"``, ``"ser7"``, ``"ser6"``, ``"ser4"``).
+    target : str
+        What the models predict: ``"emotion"`` (default) or a categorical manifest column (``"intensity"``,
+        ``"gender"``; :func:`sertool.data.targets.apply_target`), applied after the scheme.
     features : tuple of str
         Feature views (``"handcrafted94"``, ``"whisper-base@all"``, ``"a+b"`` fused).
     models : str or tuple of str
@@ -293,6 +296,7 @@ class Benchmark:
     label_map: dict[str, str] | None = None
     corpus_params: dict[str, Any] = field(default_factory=dict)
     scheme: str = "native"
+    target: str = "emotion"
     features: tuple[str, ...] = ("handcrafted94",)
     models: str | tuple[str, ...] = "all"
     model_params: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -345,6 +349,9 @@ class Benchmark:
         if not isinstance(self.scheme, str) or not self.scheme.strip():
             raise ParameterError(f"scheme must be a label scheme name, got {self.scheme!r}")
         out["scheme"] = self.scheme.strip()
+        if not isinstance(self.target, str) or not self.target.strip():
+            raise ParameterError(f"target must be a manifest column name (or emotion), got {self.target!r}")
+        out["target"] = self.target.strip()
         out["features"] = _names(self.features, "features")
         if not out["features"]:
             raise ParameterError(f"features: name at least one feature view, got {self.features!r}")
@@ -559,6 +566,7 @@ class Benchmark:
             The manifest (files the adapters skipped are logged).
         """
         from sertool.data.labels import apply_scheme
+        from sertool.data.targets import apply_target
 
         self._check_corpora()
         built = build_corpora(
@@ -571,7 +579,7 @@ class Benchmark:
         )
         if built.skipped:
             log.info("%d files skipped while scanning %s", len(built.skipped), ",".join(self.corpora))
-        manifest = apply_scheme(built.manifest, self.scheme)
+        manifest = apply_target(apply_scheme(built.manifest, self.scheme), self.target)
         if self.min_duration:
             short = manifest["duration_s"] < self.min_duration
             if short.any():

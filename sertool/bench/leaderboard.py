@@ -840,9 +840,12 @@ def _meta(board: pd.DataFrame) -> dict[str, Any]:
 
 
 def _header_line(meta: dict[str, Any]) -> str:
+    from sertool.data.targets import target_of
+
+    scheme = str(meta["label_scheme"])
     return (
-        f"corpus: {meta['corpus']} | protocol: {meta['protocol']} | split: {meta['split_id']} | "
-        f"label scheme: {meta['label_scheme']} | folds: {meta['n_folds']}"
+        f"corpus: {meta['corpus']} | target: {target_of(scheme)} | protocol: {meta['protocol']} | "
+        f"split: {meta['split_id']} | label scheme: {scheme.split(':', 1)[0]} | folds: {meta['n_folds']}"
     )
 
 

@@ -1,0 +1,116 @@
+"""What a run predicts: the emotion (the default) or another per-utterance column of the manifest.
+
+A target is a column the corpus adapter fills: RAVDESS and CREMA-D carry ``intensity`` (from the file names),
+every adapter that knows it carries ``gender``, IEMOCAP carries ``valence``, ``arousal`` and ``dominance``
+(1-5 ratings), and the ``csv`` and ``hf`` adapters carry every extra column of their table.
+:func:`apply_target` turns a manifest whose ``label`` is the emotion into one whose ``label`` is the target:
+the rest of sertool (splits, models, leaderboards, ``train`` / ``predict``) then works on it unchanged.
+
+The target is recorded in the manifest's label-scheme id, ``<scheme>:<target>`` (``native-v1:intensity``),
+so it reaches the saved split (and its id: ``speaker-6fold-intensity-<digest>``), every unit record, the
+results path, each board's header and a saved model.
+
+Categorical targets only, for now: a numeric column with more than :data:`MAX_CLASSES` distinct values
+(IEMOCAP's averaged ratings) is a regression target, refused with a message that says so.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+from sertool.exceptions import ParameterError
+
+__all__ = ["DEFAULT_TARGET", "MAX_CLASSES", "apply_target", "candidate_targets", "target_of"]
+
+log = logging.getLogger(__name__)
+
+#: The target of a run that names none: the ``label`` column the adapters fill with the emotion.
+DEFAULT_TARGET = "emotion"
+#: Most distinct values a column may have to be a categorical target.
+MAX_CLASSES = 20
+#: Values that say the target is not known (CREMA-D's unspecified level): such clips are left out.
+_UNKNOWN = frozenset({"", "unknown", "unspecified", "nan", "none"})
+#: Manifest columns that are bookkeeping, never a target.
+_NOT_TARGETS = frozenset(
+    {"utt_id", "path", "speaker", "label", "label_canonical", "raw_label", "duration_s", "sample_rate", "channels",
+     "sha1", "dup_group", "corpus", "start_s", "end_s", "text", "frames"}
+)  # fmt: skip
+
+
+def target_of(label_scheme: str | None) -> str:
+    """The target recorded in a label-scheme id: ``"native-v1:intensity"`` -> ``"intensity"``, else emotion."""
+    scheme = str(label_scheme or "")
+    return scheme.split(":", 1)[1] if ":" in scheme else DEFAULT_TARGET
+
+
+def candidate_targets(manifest: pd.DataFrame) -> list[str]:
+    """Columns of ``manifest`` that can be a categorical target (2 to :data:`MAX_CLASSES` values), emotion first."""
+    out = [DEFAULT_TARGET]
+    for column in manifest.columns:
+        if column in _NOT_TARGETS or column == DEFAULT_TARGET:
+            continue
+        values = manifest[column].dropna()
+        if 2 <= values.nunique() <= MAX_CLASSES:
+            out.append(str(column))
+    return out
+
+
+def apply_target(manifest: pd.DataFrame, target: str | None = DEFAULT_TARGET) -> pd.DataFrame:
+    """A manifest whose ``label`` is ``target``.
+
+    Parameters
+    ----------
+    manifest : pd.DataFrame
+        A manifest (after its label scheme: :func:`sertool.data.labels.apply_scheme`), ``label`` the emotion.
+    target : str, optional
+        ``"emotion"`` (or None): the manifest unchanged. Else a column of the manifest.
+
+    Returns
+    -------
+    pd.DataFrame
+        A copy with ``label`` = the target's values as text, the emotion kept in ``emotion``, the clips without
+        a value of the target (missing, empty, ``unknown`` or ``unspecified``) left out (their count is logged), ``attrs["label_scheme"]`` =
+        ``<scheme>:<target>`` and ``attrs["target"]`` = ``target``.
+
+    Raises
+    ------
+    ParameterError
+        ``target`` is not a column, has a single value, or is continuous (more than :data:`MAX_CLASSES`
+        numeric values: a regression target); the message lists the columns that can be targets.
+    """
+    name = DEFAULT_TARGET if target is None else str(target).strip()
+    if name in ("", DEFAULT_TARGET):
+        return manifest
+    scheme = str(manifest.attrs.get("label_scheme", "native-v1"))
+    if ":" in scheme:
+        raise ParameterError(f"the manifest's labels are already the target {target_of(scheme)!r}")
+    if name in _NOT_TARGETS or name not in manifest.columns:
+        raise ParameterError(
+            f"target {name!r} is not a column of this manifest; its targets: {', '.join(candidate_targets(manifest))}"
+        )
+    values = manifest[name]
+    present = values.notna() & ~values.astype(str).str.strip().str.lower().isin(_UNKNOWN)
+    distinct = values[present].nunique()
+    if pd.api.types.is_numeric_dtype(values) and distinct > MAX_CLASSES:
+        raise ParameterError(
+            f"target {name!r} is continuous ({distinct} distinct values): a regression target, which sertool "
+            f"does not fit yet; categorical targets here: {', '.join(candidate_targets(manifest))}"
+        )
+    if distinct < 2:
+        raise ParameterError(f"target {name!r} has {distinct} distinct value(s): nothing to classify")
+    missing = int((~present).sum())
+    if missing:
+        log.warning("target %s: %d clip(s) without a value left out", name, missing)
+    out = manifest[present].copy()
+    out["emotion"] = out["label"]
+    column = out[name]
+    if pd.api.types.is_float_dtype(column) and (column == column.round()).all():
+        column = column.astype("int64")  # 1.0 / 2.0 levels read back from parquet print as 1 / 2
+    out["label"] = column.astype(str).str.strip()
+    out = out.reset_index(drop=True)
+    out.attrs = dict(manifest.attrs)
+    out.attrs["label_scheme"] = f"{scheme}:{name}"
+    out.attrs["target"] = name
+    return out
