@@ -247,15 +247,19 @@ def _stored_predictions(base: Path, entries: list[tuple[str, str]], folds: int) 
 
 def test_units_in_worker_processes_store_what_one_process_stores(demo, split, tmp_path):
     """unit_jobs=2 fits units in two worker processes; every stored prediction and probability equals the
-    one-job run's."""
-    kw = dict(features=["handcrafted94", "mfcc40"], models="logreg,gnb,mlp_head", cache=tmp_path / "c", jobs=1,
-              model_params={"mlp_head": {"max_epochs": 3}}, render=False)  # fmt: skip
+    one-job run's. mfcc40 feeds pooled-vector models and a frame head (attn_pool) in one run: each unit must
+    get its own input kind."""
+    kw = dict(features=["handcrafted94", "mfcc40"], models="logreg,gnb,mlp_head,attn_pool", cache=tmp_path / "c",
+              jobs=1, model_params={"mlp_head": {"max_epochs": 3}, "attn_pool": {"max_epochs": 2}},
+              render=False)  # fmt: skip
     one = run_bench(demo, split, results_dir=tmp_path / "one", **kw)
     two = run_bench(demo, split, results_dir=tmp_path / "two", unit_jobs=2, **kw)
     assert [(u.features, u.model, u.fold, u.status) for u in two.units] == [
         (u.features, u.model, u.fold, u.status) for u in one.units
     ]
+    assert {u.status for u in two.units if u.features == "mfcc40"} == {"done"}  # handcrafted94: no frames
     entries = [("handcrafted94", m) for m in ("logreg", "gnb", "mlp_head")] + [("mfcc40", "logreg")]
+    entries.append(("mfcc40", "attn_pool"))
     a = _stored_predictions(one.results_dir, entries, split.n_folds)
     b = _stored_predictions(two.results_dir, entries, split.n_folds)
     for key in a:

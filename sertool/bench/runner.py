@@ -372,12 +372,14 @@ def run_units(
     elif n > 1 and len(units) > 1 and not on_gpu:
         from joblib import Parallel, delayed
 
-        data = _packed(units[0].data)
+        packed = _packed_inputs(units)
         # as a context manager, the pool deletes (and unregisters) its memory-mapped copies when it is done
         with Parallel(
             n_jobs=min(n, len(units)), backend="loky", return_as="generator", max_nbytes="1M"
         ) as pool:
-            yield from pool(delayed(_run_packed)(ctx, data, u.mspec, u.fold, u.params) for u in units)
+            yield from pool(
+                delayed(_run_packed)(ctx, packed[id(u.data)], u.mspec, u.fold, u.params) for u in units
+            )
     else:
         for u in units:
             yield _run_unit(ctx, u.data, u.mspec, u.fold, u.params)
@@ -387,12 +389,23 @@ def _run_on_dask(ctx: _RunContext, units: Sequence[Unit], scheduler: str) -> Ite
     from distributed import Client
 
     with Client(scheduler) as client:
-        data = client.scatter(_packed(units[0].data), broadcast=True)
+        scattered = {key: client.scatter(p, broadcast=True) for key, p in _packed_inputs(units).items()}
         futures = [
-            client.submit(_run_packed, ctx, data, u.mspec, u.fold, u.params, pure=False) for u in units
+            client.submit(_run_packed, ctx, scattered[id(u.data)], u.mspec, u.fold, u.params, pure=False)
+            for u in units
         ]
         for fut in futures:
             yield fut.result()
+
+
+def _packed_inputs(units: Sequence[Unit]) -> dict[int, _Packed]:
+    """Each distinct input of the units (a view's pooled vectors, its frames), packed once: ``id(data)`` ->
+    packed. Units of frame heads and of pooled-vector models of one view read different inputs."""
+    out: dict[int, _Packed] = {}
+    for u in units:
+        if id(u.data) not in out:
+            out[id(u.data)] = _packed(u.data)
+    return out
 
 
 @dataclass
