@@ -564,6 +564,22 @@ class Handcrafted94(Extractor):
                 self._chroma_fb[tuning] = fb
         return fb
 
+    def _mel_part(self, power: np.ndarray) -> np.ndarray:
+        """Dimensions 12..71: the time average of the 60-band mel power spectrogram (see :meth:`extract`).
+
+        A subclass may define this part differently (``handcrafted94log``: the average of its log).
+
+        Parameters
+        ----------
+        power : np.ndarray, float32, shape (1025, T)
+            Power spectrogram.
+
+        Returns
+        -------
+        np.ndarray, shape (60,)
+        """
+        return self._mel60 @ power.mean(axis=1)
+
     def extract(self, y: np.ndarray) -> dict[str, np.ndarray]:
         """See :meth:`Extractor.extract`; returns ``{"pooled": (94,) float32}``.
 
@@ -583,7 +599,7 @@ class Handcrafted94(Extractor):
             power = np.square(mag)
         tuning = estimate_tuning(power, sr=self.sr, scratch=ws.peaks)
         chroma = _max_normalize(self._chroma_filters(tuning) @ power)
-        mel60 = self._mel60 @ power.mean(axis=1)
+        mel60 = self._mel_part(power)
         logmel = _power_to_db(self._mel128 @ power)
         mfcc = scipy.fft.dct(logmel, axis=-2, type=2, norm="ortho")[:20]
         zcr = zero_crossing_rate(y).mean()
