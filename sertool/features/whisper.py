@@ -28,9 +28,22 @@ to the per-clip :func:`whisper_log_mel` to float rounding): on a GPU the per-cli
 on CUDA, see :meth:`WhisperExtractor.decode_workers`) while the encoder runs; timed end to end, on that path,
 by ``benchmarks/bench_whisper_gpu.py`` (``benchmarks/results/whisper_gpu.md``).
 
+Precision (``precision``): ``"auto"`` (bf16/fp16 autocast on CUDA, float32 on CPU), ``"float32"``,
+``"bfloat16"``, ``"float16"`` (autocast) or ``"int8"`` (CPU only): every ``Linear`` of the encoder layers
+dynamically quantised to int8 (:func:`torch.ao.quantization.quantize_dynamic`: int8 weights, one
+per-tensor weight scale; activations quantised on the fly per call, with one scale per tensor), everything
+else (conv stem, attention softmax, layer norms, GELU, pooling) in float32. The activation scale is taken
+over the whole input of a call, so under int8 each clip is encoded on its own (its own frames only, no batch
+padding): a clip's features never depend on which clips share its batch, as in float32. int8 features
+differ from float32 ones by far more than float rounding, mostly in layers 4-6 of base, yet RAVDESS probe UA
+held (whisper-base@all, logreg, speaker-6fold, 3 seeds: 74.44 vs 74.15); on a 2-core Sapphire Rapids CPU with
+one thread int8 ran 1.6x float32 and ``"bfloat16"`` (CPU autocast, AMX) 2.7x at float32's UA (74.24)
+(``benchmarks/bench_whisper_int8.py``). Any precision other than float32 is part of the identity.
+
 Weights: ``tiny.en`` and ``base`` ship offline (see :mod:`sertool.features.weights`); other sizes need
-``weights=<local folder or hub id>``. The weights' label and SHA-256 are part of :meth:`params`. Device
-(``"auto"`` / ``"cpu"`` / ``"cuda"``), precision (bf16/fp16 autocast on GPU) and batch size are not.
+``weights=<local folder or hub id>``. The weights' label and SHA-256 are part of :meth:`params`, and so is
+the effective precision when it is not float32 (a float32 extractor keeps the key it had before precisions
+existed). Device (``"auto"`` / ``"cpu"`` / ``"cuda"``) and batch size are not.
 """
 
 from __future__ import annotations
@@ -39,6 +52,7 @@ import logging
 import math
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from contextlib import nullcontext
 from typing import Any
@@ -53,11 +67,13 @@ from sertool.util import check_device, resolve_device
 __all__ = [
     "DEFAULT_LAYERS",
     "MODES",
+    "PRECISIONS",
     "WhisperExtractor",
     "autocast_for",
     "check_device",
     "masked_mean",
     "pick_device",
+    "quantize_int8",
     "whisper_log_mel",
     "whisper_log_mel_batch",
 ]
@@ -72,6 +88,8 @@ N_SAMPLES = 30 * SR
 N_FRAMES = N_SAMPLES // HOP
 
 MODES = ("trimmed", "padded30", "window<seconds>")
+#: Accepted ``precision`` values (``"int8"``: CPU only).
+PRECISIONS = ("auto", "float32", "bfloat16", "float16", "int8")
 #: Clips per forward pass on CUDA when ``batch_size`` is not given.
 DEFAULT_CUDA_BATCH = 128
 
@@ -98,13 +116,20 @@ def pick_device(device: str) -> Any:
     return torch.device(resolve_device(device))
 
 
+def _check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise ParameterError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+
 def autocast_for(device: Any, precision: str) -> Any:
-    """Autocast context: ``"auto"`` is bf16 (fp16 where bf16 is unsupported) on CUDA, float32 on CPU."""
+    """Autocast context: ``"auto"`` is bf16 (fp16 where bf16 is unsupported) on CUDA, float32 on CPU.
+
+    ``"int8"`` (dynamically quantised ``Linear`` layers, which take and return float32) gets no autocast.
+    """
     import torch
 
-    if precision not in ("auto", "float32", "bfloat16", "float16"):
-        raise ParameterError(f"precision must be auto, float32, bfloat16 or float16, got {precision!r}")
-    if precision == "float32" or (precision == "auto" and device.type != "cuda"):
+    _check_precision(precision)
+    if precision in ("float32", "int8") or (precision == "auto" and device.type != "cuda"):
         return nullcontext()
     if precision == "auto":
         precision = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
@@ -298,7 +323,10 @@ class WhisperExtractor(Extractor):
     device : str, optional
         ``"auto"`` (default), ``"cpu"``, ``"cuda"``.
     precision : str, optional
-        ``"auto"`` (bf16/fp16 autocast on CUDA, float32 on CPU), ``"float32"``, ``"bfloat16"``, ``"float16"``.
+        ``"auto"`` (bf16/fp16 autocast on CUDA, float32 on CPU), ``"float32"``, ``"bfloat16"``, ``"float16"``,
+        or ``"int8"``: dynamic int8 quantisation of the encoder layers' ``Linear`` modules, on the CPU only
+        (with ``device="auto"`` int8 runs on the CPU even where a GPU is present; ``device="cuda"`` raises
+        :class:`ParameterError`). Part of the identity unless float32.
     batch_size : int, optional
         Clips per forward pass (default 8 on CPU, ``DEFAULT_CUDA_BATCH`` = 128 on CUDA).
     cache : path-like, optional
@@ -331,8 +359,15 @@ class WhisperExtractor(Extractor):
         self.name = f"whisper-{size}"  # type: ignore[misc]  (per-instance name: the registry pattern whisper-*)
         self.mode, self._window_s = _parse_mode(mode)
         check_device(device)
-        if precision not in ("auto", "float32", "bfloat16", "float16"):
-            raise ParameterError(f"precision must be auto, float32, bfloat16 or float16, got {precision!r}")
+        _check_precision(precision)
+        if precision == "int8":
+            if device.startswith("cuda"):
+                raise ParameterError(
+                    f"precision='int8' runs on the CPU only (dynamic int8 quantisation has no CUDA kernels), "
+                    f"got device={device!r}; use device='cpu' (or 'auto'), or precision 'auto'/'bfloat16'/"
+                    "'float16' on the GPU"
+                )
+            device = "cpu"  # "auto" means the CPU for int8, also on a machine with a GPU
         self.device = device
         self.precision = precision
         if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
@@ -394,7 +429,8 @@ class WhisperExtractor(Extractor):
         return max(1, min(8, jobs - 1))
 
     def effective_precision(self) -> str:
-        """``"float32"`` on CPU or when asked; on CUDA with ``"auto"``, bfloat16 where supported, else float16."""
+        """``"float32"`` on CPU or when asked; on CUDA with ``"auto"``, bfloat16 where supported, else
+        float16; ``"int8"`` when asked (always on the CPU)."""
         if self.precision != "auto":
             return self.precision
         device = pick_device(self.device)
@@ -419,7 +455,8 @@ class WhisperExtractor(Extractor):
     def _load(self) -> Any:
         if self._encoder is None:
             self._device = pick_device(self.device)
-            self._encoder = load_whisper_encoder(self.weights.path).to(self._device)
+            encoder = load_whisper_encoder(self.weights.path).to(self._device)
+            self._encoder = quantize_int8(encoder) if self.precision == "int8" else encoder
             # Trimmed batches on a GPU are padded to whole seconds of mel frames: a GPU pays a warm-up per new
             # input shape (measured on RAVDESS: first pass 58 clips/s, second 812). Zero mel padding + key
             # masking leave the outputs unchanged. On CPU every padded frame costs time, so none is added.
@@ -458,6 +495,8 @@ class WhisperExtractor(Extractor):
         import torch.nn.functional as F
 
         enc = self._load()
+        if self.precision == "int8" and mel.shape[0] > 1:
+            return self._encode_each(mel, lengths)
         x = F.gelu(enc.conv1(mel))
         x = F.gelu(enc.conv2(x)).permute(0, 2, 1)
         x = x + enc.embed_positions.weight[: x.shape[1]]
@@ -470,6 +509,25 @@ class WhisperExtractor(Extractor):
             x = out[0] if isinstance(out, tuple) else out
             states.append(x)
         states[-1] = enc.layer_norm(x)
+        return states
+
+    def _encode_each(self, mel: Any, lengths: Any | None) -> Any:
+        """:meth:`encode` one clip at a time (int8: the dynamic activation scale is per call, so per clip).
+
+        Clip ``b`` gets its own ``2 * lengths[b]`` mel frames (all ``T`` without ``lengths``); states past its
+        valid frames are zeros.
+        """
+        import torch
+
+        n_enc = mel.shape[-1] // 2
+        valid = [n_enc] * mel.shape[0] if lengths is None else [min(int(k), n_enc) for k in lengths.tolist()]
+        states: list[Any] = []
+        for b, k in enumerate(valid):
+            one = self.encode(mel[b : b + 1, :, : 2 * k])
+            if not states:
+                states = [torch.zeros((mel.shape[0], n_enc, h.shape[-1]), dtype=h.dtype) for h in one]
+            for out, h in zip(states, one, strict=True):
+                out[b, :k] = h[0]
         return states
 
     def _batch_mel(self, clips: Sequence[np.ndarray], n_frames: Sequence[int], t_in: int) -> Any:
@@ -557,6 +615,33 @@ class WhisperExtractor(Extractor):
                     out["frames"] = np.ascontiguousarray(sel[j, :, : frames[j][1]])
                 results[i] = out
         return [r for r in results if r is not None]
+
+
+def quantize_int8(encoder: Any) -> Any:
+    """``encoder`` (on the CPU) with every ``Linear`` dynamically quantised to int8, in place.
+
+    :func:`torch.ao.quantization.quantize_dynamic` with ``dtype=torch.qint8`` and the default dynamic qconfig
+    (per-tensor symmetric int8 weights; activations quantised per call with one scale per tensor), on the
+    process's quantised engine (``torch.backends.quantized.engine``: ``x86`` / ``fbgemm`` on x86 CPUs). Its
+    deprecation warnings (``torch.ao.quantization`` is to move to ``torchao``) are silenced here.
+
+    Raises
+    ------
+    ParameterError
+        This torch build has no dynamic quantisation (no quantised engine, or the API was removed).
+    """
+    import torch
+
+    try:
+        from torch.ao.quantization import quantize_dynamic
+    except ImportError as exc:  # pragma: no cover - a torch without torch.ao.quantization
+        raise ParameterError(f"precision='int8' needs torch.ao.quantization.quantize_dynamic: {exc}") from exc
+    if torch.backends.quantized.engine == "none":
+        raise ParameterError("precision='int8': this torch build has no quantised CPU engine")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.ao\.quantization is deprecated")
+        warnings.filterwarnings("ignore", message=r".*quantize_per_tensor.*deprecated")
+        return quantize_dynamic(encoder, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
 @register_extractor("whisper-*")
