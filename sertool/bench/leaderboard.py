@@ -1198,18 +1198,24 @@ def plot_confusion(y_true: Any, y_pred: Any, classes: Sequence[str], *, title: s
 
 # ------------------------------------------------------------------------------------------- writing
 
-_HTML = """<!DOCTYPE html>
+#: The style every sertool page shares (leaderboards, suite summaries).
+PAGE_CSS = """body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; }
+th { background: #f0f0f0; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+"""
+
+_HTML = (
+    """<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <title>{{ title }}</title>
 <style>
-body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; }
-th { background: #f0f0f0; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-tr.incomplete td { color: #888; font-style: italic; }
+"""
+    + PAGE_CSS
+    + """tr.incomplete td { color: #888; font-style: italic; }
 .banner { background: #fff3cd; border: 2px solid #e0a800; padding: 0.8em; font-weight: bold; }
 .meta { color: #555; }
 .cms { display: flex; flex-wrap: wrap; gap: 1em; }
@@ -1242,6 +1248,7 @@ figcaption { font-size: 0.85em; text-align: center; }
 </body>
 </html>
 """
+)
 
 
 def _render_html(

@@ -53,6 +53,7 @@ import numpy as np
 import pandas as pd
 
 from sertool.bench.leaderboard import MIN_CI_SPEAKERS as _BOARD_MIN_CI_SPEAKERS
+from sertool.bench.leaderboard import PAGE_CSS
 from sertool.data.labels import LabelScheme, apply_scheme, get_scheme
 from sertool.data.manifest import build_manifest, manifest_hash, merge_manifests
 from sertool.exceptions import ParameterError, ResultsError
@@ -872,18 +873,16 @@ def summary_markdown(report: SuiteReport, features: Sequence[str], models: Any, 
     return "\n".join(parts)
 
 
-_HTML = """<!DOCTYPE html>
+_HTML = (
+    """<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <title>{{ title }}</title>
 <style>
-body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; }
-th { background: #f0f0f0; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; }
-a { color: #0645ad; text-decoration: none; }
+"""
+    + PAGE_CSS
+    + """a { color: #0645ad; text-decoration: none; }
 .meta { color: #555; }
 </style>
 </head>
@@ -906,6 +905,7 @@ a { color: #0645ad; text-decoration: none; }
 </body>
 </html>
 """
+)
 
 
 def _html(report: SuiteReport, features: Sequence[str], models: Any, seed: int) -> str:
