@@ -70,6 +70,7 @@ TRUSTED_TYPES = frozenset(
         "lightgbm.basic.Booster",
         "lightgbm.sklearn.LGBMClassifier",
         "sertool.models.classic.GMMClassifier",
+        "sertool.models.ensemble.SoftVote",
         "sklearn.calibration._CalibratedClassifier",
         "sklearn.calibration._TemperatureScaling",
         "sklearn.calibration._SigmoidCalibration",

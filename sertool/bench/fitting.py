@@ -659,6 +659,7 @@ def fit_unit(
 
     train, valid = data.present(train), data.present(valid)
     neural = mspec.family == "neural"
+    holds_valid = neural or getattr(mspec, "uses_validation", False)  # the model reads the validation part
     calibrate = check_calibrate(ctx.calibrate)
     if calibrate is not None and not valid:
         raise ParameterError(
@@ -666,7 +667,7 @@ def fit_unit(
             "the temperature on, and this fold has none"
         )
     params = calibration_params(calibrate, mspec, params, seed=ctx.seed)
-    fit_ids = train if neural or calibrate is not None else train + valid
+    fit_ids = train if holds_valid or calibrate is not None else train + valid
     est = make_estimator(mspec.name, seed=ctx.seed, **params)
     has_device = "device" in est.get_params(deep=False)
     if has_device:
@@ -675,7 +676,7 @@ def fit_unit(
     X_fit, fit_rows = _with_augmented(data, fit_ids, ctx.labels, ctx.seed, fold)
     y_fit = ctx.encode(fit_rows)
     fit_params: dict[str, Any] = {}
-    if neural and valid:
+    if holds_valid and valid:
         fit_params = {"X_valid": data.rows(valid), "y_valid": ctx.encode(valid)}
     best_params = None
     t0 = time.perf_counter()
@@ -696,7 +697,7 @@ def fit_unit(
     fitted = FittedUnit(
         est,
         fit_ids,
-        valid if neural or calibrate is not None else [],
+        valid if holds_valid or calibrate is not None else [],
         len(fit_rows) - len(fit_ids),
         best_params,
         time.perf_counter() - t0,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from importlib import import_module
 
-from sertool.models import classic
+from sertool.models import classic, ensemble
 from sertool.models.classic import GMMClassifier
 from sertool.models.registry import (
     MODELS,
@@ -47,6 +47,7 @@ __all__ = [
     "balanced_sample_weight",
     "classic",
     "encode_labels",
+    "ensemble",
     "fit_estimator",
     "get_model",
     "list_models",

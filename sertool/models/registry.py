@@ -101,6 +101,9 @@ class ModelSpec:
         A small grid for optional tuning, keyed by the estimator's own (``set_params``) parameter names,
         e.g. ``{"clf__n_neighbors": [3, 5, 7]}``, usable as is by
         :class:`~sklearn.model_selection.GridSearchCV`.
+    uses_validation : bool
+        Whether the model uses the fold's validation part itself (``fit(..., X_valid=, y_valid=)``), as the
+        neural heads do for early stopping: it is then fitted on the training part only, never refitted.
     features : tuple of str, optional
         Extractor names the model is designed for (``("mfcc40",)`` for the MFCC CNN+transformer). Group
         selections (``all``, a family) run it only on those; named explicitly it runs on any features of its
@@ -116,6 +119,7 @@ class ModelSpec:
     description: str = ""
     param_grid: Mapping[str, Sequence[Any]] | None = field(default=None, hash=False, compare=False)
     features: tuple[str, ...] | None = None
+    uses_validation: bool = False
 
     def designed_for(self, extractor: str) -> bool:
         """Whether a group selection (``all``, a family) runs this model on features of ``extractor``."""
