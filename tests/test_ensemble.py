@@ -97,3 +97,15 @@ def test_a_trained_soft_vote_saves_loads_and_predicts_as_fitted(demo_root: Path,
     preds, skipped = predict_files(model, paths)
     assert not skipped
     assert preds["label"].tolist() == stored["y_pred"].tolist()  # the fold's model, as the bench stored it
+
+
+def test_group_selections_leave_soft_vote_out() -> None:
+    from sertool.bench.fitting import _choose_models
+    from sertool.features import parse_view
+
+    parts = [parse_view("handcrafted94")]
+    for group in ("all", "classic"):
+        chosen, _ = _choose_models(group, parts, ["pooled"], "handcrafted94")
+        assert "soft_vote" not in [m.name for m in chosen] and "logreg" in [m.name for m in chosen]
+    chosen, _ = _choose_models("soft_vote,logreg", parts, ["pooled"], "handcrafted94")
+    assert [m.name for m in chosen] == ["soft_vote", "logreg"]

@@ -102,7 +102,7 @@ def test_gmm_small_class_and_bad_params(rng):
 
 
 def test_list_and_resolve_models():
-    assert [s.name for s in list_models(family="classic")] == CLASSIC
+    assert [s.name for s in list_models(family="classic")] == [*CLASSIC, "soft_vote"]  # soft_vote: when named
     assert all(s.input == "pooled" and s.family == "classic" for s in list_models(family="classic"))
     assert [s.name for s in resolve_models("svm, knn,svm")] == ["svm", "knn"]
     assert [s.name for s in resolve_models(["knn", "classic"], input_kind="pooled")][:2] == ["knn", "gnb"]

@@ -5,7 +5,8 @@ Each member (by default ``logreg``, ``svm`` and ``mlp``, each with its own scale
 training part; the weights ``w`` (non-negative, summing to 1) minimise the negative log-likelihood of the
 validation clips under ``sum_k w_k P_k(x)``; the vote is that mixture. The test part is never seen: the bench
 passes the validation part as ``X_valid`` / ``y_valid`` (:attr:`ModelSpec.uses_validation`), exactly as it
-does for the neural heads' early stopping. Without a validation part the weights are equal.
+does for the neural heads' early stopping. Without a validation part the weights are equal. It runs only
+when named (``--models soft_vote``): group selections (``all``, ``classic``) leave it out.
 """
 
 from __future__ import annotations
@@ -151,6 +152,7 @@ def _register() -> None:
             sample_weight=True,
             uses_validation=True,
             description="weighted soft vote of logreg, svm and mlp; weights fitted on the validation part",
+            features=(),  # runs only when named: `--models all` / `classic` boards keep their members' cost
         )
     )
 
