@@ -9,7 +9,10 @@ In one run (so every figure sees the same machine load):
     its own feature cache (nothing is written to ``~/.cache/sertool``);
 (b) ``sertool --help``: median (and min) of ``--repeat`` whole-process wall times, and the median CPU time
     (user + system) of those processes, which a loaded machine distorts less;
-(c) ``sertool predict CLIP --model M``: the same figures. CLIP is a RAVDESS clip when ``--clip`` or
+(c) ``sertool predict CLIP --model M``: the same figures, with the default engine (the model's checked
+    ``model.onnx`` graph, :mod:`sertool.engine`: no scikit-learn import) and, on the next line, with
+    ``--engine estimator`` (the fitted scikit-learn pipeline loaded from ``estimator.skops``), alternated run
+    by run so both see the same load; their ratio is printed. CLIP is a RAVDESS clip when ``--clip`` or
     ``--ravdess`` names one (a ~4 s utterance), else a demo clip;
 (d) in-process: ``load_model`` once, then ``predict_files`` on CLIP, median of 20 warm calls; the start-up
     share of (c) is (c) minus that;
@@ -36,7 +39,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-HEAVY = ("torch", "sklearn", "librosa", "numba", "scipy", "pandas", "skops")
+HEAVY = ("torch", "sklearn", "librosa", "numba", "scipy", "pandas", "skops", "onnxruntime")
 
 #: Runs ``sertool.cli.main`` with the given arguments, then prints which heavy packages were imported.
 _PROBE = """
@@ -67,16 +70,31 @@ def _timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def _measure(label: str, cmd: list[str], env: dict[str, str], repeat: int, target: float) -> float:
-    _timed(cmd, env)  # one unmeasured run: the OS file cache, numba's on-disk cache, __pycache__
-    runs = [_timed(cmd, env) for _ in range(repeat)]
+def _report(label: str, runs: list[tuple[float, float]], target: float) -> float:
     walls, cpus = [w for w, _ in runs], [c for _, c in runs]
     med = statistics.median(walls)
     print(
         f"{label}: median {med:.2f} s (min {min(walls):.2f}, max {max(walls):.2f}; CPU median "
-        f"{statistics.median(cpus):.2f} s) over {repeat} runs; target <= {target} s: {med / target:.2f}x target"
+        f"{statistics.median(cpus):.2f} s) over {len(runs)} runs; target <= {target} s: {med / target:.2f}x target"
     )
     return med
+
+
+def _measure(label: str, cmd: list[str], env: dict[str, str], repeat: int, target: float) -> float:
+    _timed(cmd, env)  # one unmeasured run: the OS file cache, numba's on-disk cache, __pycache__
+    return _report(label, [_timed(cmd, env) for _ in range(repeat)], target)
+
+
+def _measure_pair(
+    label: str, cmd: list[str], label2: str, cmd2: list[str], env: dict[str, str], repeat: int, target: float
+) -> tuple[float, float]:
+    """:func:`_measure` of two commands, alternated run by run (both see the same machine load)."""
+    _timed(cmd, env), _timed(cmd2, env)
+    runs: tuple[list[tuple[float, float]], list[tuple[float, float]]] = ([], [])
+    for _ in range(repeat):
+        runs[0].append(_timed(cmd, env))
+        runs[1].append(_timed(cmd2, env))
+    return _report(label, runs[0], target), _report(label2, runs[1], target)
 
 
 def _imported(args: list[str], env: dict[str, str]) -> list[str]:
@@ -128,7 +146,16 @@ def main() -> None:
 
         helps = _measure("(b) sertool --help", [_sertool(), "--help"], env, args.repeat, 0.5)
         predict = [_sertool(), "predict", str(clip), "--model", str(model)]
-        pred = _measure("(c) sertool predict CLIP --model M", predict, env, args.repeat, 1.5)
+        pred, slow = _measure_pair(
+            "(c) sertool predict CLIP --model M",
+            predict,
+            "    ... --engine estimator",
+            [*predict, "--engine", "estimator"],
+            env,
+            args.repeat,
+            1.5,
+        )
+        print(f"    --engine estimator / default engine (wall medians): {slow / pred:.2f}x")
 
         from sertool.deploy import load_model, predict_files
 

@@ -473,6 +473,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         normalize=args.normalize,
         min_duration=args.min_duration,
         calibrate=args.calibrate,
+        onnx=not args.no_onnx,
     )
     card = json.loads((out / "model.json").read_text())
     summary = {"model": str(out), "trained_on": card["trained_on"], "features": card["features"]}
@@ -494,7 +495,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     from sertool.deploy import load_model, predict_files
 
-    model = load_model(args.model, device=args.device, cache=args.cache)
+    model = load_model(args.model, device=args.device, cache=args.cache, engine=args.engine)
     paths, groups = _predict_inputs(args)
     enroll = _audio_paths(Path(args.enroll), "--enroll") if args.enroll is not None else None
     update, close = _progress(len(paths), "predict")
@@ -585,7 +586,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serve a small local web page to try a saved model on uploaded or recorded audio."""
     from sertool.serve import serve
 
-    serve(args.model, host=args.host, port=args.port, device=args.device, max_mb=args.max_mb)
+    serve(
+        args.model, host=args.host, port=args.port, device=args.device, max_mb=args.max_mb, engine=args.engine
+    )
     return EXIT_OK
 
 
@@ -869,6 +872,12 @@ def _parser_train(sub: Any) -> None:
         choices=["temperature"],
         help="as bench --calibrate: a temperature fitted on the validation part, recorded in model.json",
     )
+    p.add_argument(
+        "--no-onnx",
+        action="store_true",
+        help="do not write model.onnx (the classifier as an ONNX graph, checked against the estimator, that "
+        "predict runs without scikit-learn; written by default when the onnx extra is installed)",
+    )
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_train)
@@ -903,9 +912,20 @@ def _parser_predict(sub: Any) -> None:
     p.add_argument("--out", type=Path, default=None, help="write the predictions CSV here")
     p.add_argument("--jobs", type=int, default=-1)
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    _add_engine_arg(p)
     _add_cache_arg(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_predict)
+
+
+def _add_engine_arg(p: Any) -> None:
+    p.add_argument(
+        "--engine",
+        default="auto",
+        choices=["auto", "onnx", "estimator"],
+        help="what computes the probabilities: the model's checked model.onnx graph (no scikit-learn import), "
+        "the fitted estimator, or auto (default: the graph when the model has one and onnxruntime is installed)",
+    )
 
 
 def _parser_export(sub: Any) -> None:
@@ -934,6 +954,7 @@ def _parser_serve(sub: Any) -> None:
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--max-mb", type=float, default=20.0, help="largest upload accepted, in MB")
     p.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    _add_engine_arg(p)
     p.set_defaults(func=cmd_serve)
 
 

@@ -154,6 +154,7 @@ def train_model(
     normalize: str | None = None,
     min_duration: float = 0.0,
     calibrate: str | None = None,
+    onnx: bool = True,
 ) -> Path:
     """Fit one model on one feature view, exactly as a benchmark unit does, and save it.
 
@@ -204,6 +205,10 @@ def train_model(
         ``<view>~cal-temp``. The file holds the uncalibrated estimator; ``model.json`` records
         ``calibration`` (``{"method": "temperature", "temperature": T, ...}``) and :func:`load_model` wraps
         the estimator with it again (:class:`~sertool.calibration.TemperatureScaled`).
+    onnx : bool, optional
+        Also write ``model.onnx``, the classifier as an ONNX graph checked against the estimator on the
+        training rows, which ``predict`` then runs without scikit-learn (default; needs the ``onnx`` extra,
+        else the card records why there is none). See :mod:`sertool.engine`.
 
     Returns
     -------
@@ -258,6 +263,13 @@ def train_model(
     guard = unit_guard(ctx, data, fitted)
     card["guard"] = None if guard is None else guard.to_dict()
     _save(out, fitted.base_estimator, card, neural=spec.family == "neural")
+    if onnx:
+        from sertool.engine import add_onnx_engine
+
+        rows = data.rows(fitted.fit_ids)
+        card["engine"] = add_onnx_engine(
+            out, rows if isinstance(rows, np.ndarray) else None, seed=seed, cache=store.root
+        )
     _write_model_card(out, card, manifest)
     log.info("saved %s on %s (%d training utterances) to %s", model, features, len(fitted.fit_ids), out)
     return out
@@ -428,6 +440,9 @@ class TrainedModel:
         The feature view the model reads.
     path : Path
         The model folder.
+    engine : str
+        What computes the probabilities: ``"estimator"`` (the fitted estimator) or ``"onnx"`` (the checked
+        ``model.onnx`` graph in onnxruntime; see :mod:`sertool.engine`).
     """
 
     card: dict[str, Any]
@@ -435,6 +450,7 @@ class TrainedModel:
     extractor: Any
     view: Any
     path: Path
+    engine: str = "estimator"
 
     @property
     def classes(self) -> list[str]:
@@ -557,7 +573,7 @@ class TrainedModel:
         ParameterError
             See :meth:`model_input`.
         """
-        from sertool.bench.fitting import predict_classes
+        from sertool.engine import predict_classes
 
         Xm = self.model_input(X, groups, statistics)
         proba, labels = predict_classes(self.estimator, Xm, self.classes)
@@ -577,7 +593,7 @@ class TrainedModel:
     ) -> tuple[np.ndarray, list[str]]:
         """Probabilities (columns in :attr:`classes` order) and labels for model input ``X`` (as
         :meth:`predict`, without the guard's verdict)."""
-        from sertool.bench.fitting import predict_classes
+        from sertool.engine import predict_classes
 
         return predict_classes(self.estimator, self.model_input(X, groups, statistics), self.classes)
 
@@ -627,7 +643,12 @@ class Prediction:
 
 
 def load_model(
-    path: str | os.PathLike, *, device: str = "cpu", cache: Any = None, check_versions: bool = True
+    path: str | os.PathLike,
+    *,
+    device: str = "cpu",
+    cache: Any = None,
+    check_versions: bool = True,
+    engine: str = "auto",
 ) -> TrainedModel:
     """Load a model saved by :func:`train_model`, refusing anything that does not match.
 
@@ -642,16 +663,26 @@ def load_model(
     check_versions : bool, optional
         Refuse a model trained with other versions of sertool, numpy, scikit-learn, librosa, XGBoost,
         LightGBM or torch (default). Turn off only to inspect an old model.
+    engine : {"auto", "onnx", "estimator"}, optional
+        What computes the probabilities (:mod:`sertool.engine`): ``"auto"`` (default) the checked
+        ``model.onnx`` graph when the card records one and onnxruntime is installed (scikit-learn, skops and
+        torch are then not imported), else the estimator; ``"onnx"`` the graph or an error; ``"estimator"``
+        the fitted estimator.
 
     Raises
     ------
     ModelError
         Missing or altered files, a format from a newer sertool, untrusted types in the skops file, other
         package versions, or an extractor whose identity (name, version, parameters) is not the recorded one.
+    ParameterError
+        An unknown ``engine``, or ``engine="onnx"`` for a model without a graph.
     """
+    from sertool.engine import ENGINES
     from sertool.features import configured_extractor, parse_view
     from sertool.util import cache_dir
 
+    if engine not in ENGINES:
+        raise ParameterError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     root = Path(path)
     card_path = root / CARD
     try:
@@ -692,6 +723,11 @@ def load_model(
             f"this sertool builds {extractor.key} (version {extractor.version}, parameters {extractor.params()}). "
             "Retrain the model with this sertool"
         )
+    view = parse_view(card["features"])
+    if _use_onnx(card, engine):
+        from sertool.engine import open_onnx_engine
+
+        return TrainedModel(card, open_onnx_engine(root, card), extractor, view, root, engine="onnx")
     if art["kind"] == "skops":
         sio = _skops_io()
 
@@ -716,7 +752,17 @@ def load_model(
     else:
         raise ModelError(f"{root}: unknown model kind {art['kind']!r}")
     estimator = _calibrated(estimator, card.get("calibration"), root)
-    return TrainedModel(card, estimator, extractor, parse_view(card["features"]), root)
+    return TrainedModel(card, estimator, extractor, view, root)
+
+
+def _use_onnx(card: dict[str, Any], engine: str) -> bool:
+    """Whether :func:`load_model` runs the model's ONNX graph (``engine="onnx"`` without one raises later, in
+    :func:`sertool.engine.open_onnx_engine`, with the card's reason)."""
+    from sertool.engine import onnx_available
+
+    if engine == "onnx":
+        return True
+    return engine == "auto" and bool((card.get("engine") or {}).get("onnx")) and onnx_available()
 
 
 def _calibrated(estimator: Any, calibration: dict[str, Any] | None, root: Path) -> Any:

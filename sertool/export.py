@@ -131,7 +131,9 @@ def export_onnx(
         raise ParameterError(f"graph must be one of {', '.join(GRAPHS)}, got {graph!r}")
     if not isinstance(opset, int) or not MIN_OPSET <= opset <= MAX_OPSET:
         raise ParameterError(f"opset must be an integer from {MIN_OPSET} to {MAX_OPSET}, got {opset!r}")
-    model = load_model(model_dir, device="cpu", cache=cache, check_versions=check_versions)
+    model = load_model(
+        model_dir, device="cpu", cache=cache, check_versions=check_versions, engine="estimator"
+    )
     if model.normalize is not None:
         raise ParameterError(
             f"{model.path}: trained with --normalize {model.normalize}: each input needs the statistics of its "

@@ -266,8 +266,18 @@ def _features_section(card: Mapping[str, Any]) -> list[str]:
         )
     if ext.get("build_params"):
         lines.append(f"- Built with: `{json.dumps(ext['build_params'], sort_keys=True)}`")
-    lines += [f"- Model: `{card.get('model')}` ({card.get('family')}, reads {card.get('input')})", ""]
-    return lines
+    lines.append(f"- Model: `{card.get('model')}` ({card.get('family')}, reads {card.get('input')})")
+    engine = card.get("engine")
+    if engine and engine.get("onnx"):
+        onnx = engine["onnx"]
+        lines.append(
+            f"- Prediction engine: `{onnx['file']}` (the classifier as an ONNX graph, run by onnxruntime; its "
+            f"probabilities differ from the estimator's by at most {onnx['max_abs_diff']:.1e} on {onnx['rows']} "
+            "checked inputs); `sertool predict --engine estimator` runs the estimator itself"
+        )
+    elif engine:
+        lines.append(f"- Prediction engine: the estimator (no ONNX graph: {engine.get('why')})")
+    return [*lines, ""]
 
 
 def _limits_section(card: Mapping[str, Any]) -> list[str]:

@@ -284,13 +284,15 @@ def serve(
     port: int = 8765,
     device: str = "cpu",
     max_mb: float = 20.0,
+    engine: str = "auto",
 ) -> None:
-    """Load the model in ``model_dir`` and serve its page until interrupted (see the module docstring)."""
+    """Load the model in ``model_dir`` and serve its page until interrupted (see the module docstring);
+    ``engine`` as :func:`sertool.deploy.load_model`."""
     import uvicorn
 
     from sertool.deploy import load_model
 
-    model = load_model(model_dir, device=device)
+    model = load_model(model_dir, device=device, engine=engine)
     app = create_app(model, max_bytes=int(max_mb * 1e6))
     log.warning("serving %s on http://%s:%d/", json.dumps(model.card["model"]), host, port)
     uvicorn.run(app, host=host, port=port, log_level="warning")

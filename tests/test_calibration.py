@@ -234,13 +234,18 @@ def test_train_with_calibration_returns_the_stored_fold_probabilities(
     assert card["entry"] == "handcrafted94~cal-temp"
     assert card["calibration"]["temperature"] == pytest.approx(rec.calibration["temperature"], rel=1e-9)
     assert card["trained_on"]["n_train"] == len(split.folds[FOLD].train)
-    trained = load_model(out, cache=cache)
-    assert isinstance(trained.estimator, TemperatureScaled)
     fs = FeatureStore(cache).load(demo, "handcrafted94")
     pos = {u: i for i, u in enumerate(fs.utt_ids)}
-    proba, labels = trained.predict_features(fs.X[[pos[u] for u in stored["utt_id"]]])
-    assert labels == stored["y_pred"].tolist()
-    np.testing.assert_allclose(proba, stored[[f"proba__{c}" for c in trained.classes]].to_numpy(), atol=1e-5)
+    # the estimator with its temperature, and the ONNX graph with the temperature in it, both give the fold's
+    # stored test probabilities
+    assert card["engine"]["onnx"] is not None
+    for engine in ("estimator", "onnx"):
+        trained = load_model(out, cache=cache, engine=engine)
+        assert isinstance(trained.estimator, TemperatureScaled) == (engine == "estimator")
+        proba, labels = trained.predict_features(fs.X[[pos[u] for u in stored["utt_id"]]])
+        assert labels == stored["y_pred"].tolist()
+        expected = stored[[f"proba__{c}" for c in trained.classes]].to_numpy()
+        np.testing.assert_allclose(proba, expected, atol=1e-5)
 
 
 def test_cli_bench_takes_calibrate(demo_root, cache, tmp_path, capsys):

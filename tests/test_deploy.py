@@ -40,20 +40,25 @@ def svm_dir(demo, cache, tmp_path_factory) -> Path:
 
 def test_saved_model_predicts_like_the_fitted_pipeline(demo, cache, svm_dir, demo_root):
     files = sorted(svm_dir.iterdir())
-    assert [f.name for f in files] == ["MODEL_CARD.md", "estimator.skops", "model.json"]
+    assert [f.name for f in files] == ["MODEL_CARD.md", "estimator.skops", "model.json", "model.onnx"]
     card = json.loads((svm_dir / "model.json").read_text())
     assert card["format"] == 1 and card["model"] == "svm" and card["features"] == "handcrafted94"
     assert card["extractor"]["key"].startswith("handcrafted94/v1-")
     assert card["classes"] == class_order(demo["label"].tolist())  # canonical order, as the leaderboard
     assert card["trained_on"]["n_train"] == len(demo) and card["trained_on"]["part"] == "all"
     assert {"sertool", "numpy", "scikit-learn", "librosa"} <= set(card["versions"])
-    model = load_model(svm_dir, cache=cache)
+    model = load_model(svm_dir, cache=cache, engine="estimator")
+    assert model.engine == "estimator"
     # the same features through the cache and through the model's own extractor give the same probabilities
     X = FeatureStore(cache).load(demo, "handcrafted94").X
     order = [sorted(model.classes).index(c) for c in model.classes]  # estimator columns: sorted codes
     direct = model.estimator.predict_proba(X[:8])[:, order]
     signals = [load_audio(p) for p in demo["path"][:8]]
     np.testing.assert_allclose(model.predict_proba_signals(signals), direct, atol=1e-6)
+    # the default engine runs the checked ONNX graph: the fitted pipeline's probabilities to float32 precision
+    fast = load_model(svm_dir, cache=cache)
+    assert fast.engine == "onnx" and card["engine"]["onnx"]["max_abs_diff"] < 1e-4
+    np.testing.assert_allclose(fast.predict_proba_signals(signals), direct, atol=1e-5)
     # the synthetic classes are learnable: training accuracy far above chance
     df, skipped = predict_files(model, demo["path"].tolist(), jobs=2)
     assert not skipped and len(df) == len(demo)
@@ -127,7 +132,7 @@ def test_refuses_altered_untrusted_and_mismatched_models(svm_dir, cache, tmp_pat
     card["artifact"]["sha256"] = _sha256(evil / "estimator.skops")
     (evil / "model.json").write_text(json.dumps(card))
     with pytest.raises(ModelError, match=r"allow list: .*rmtree"):
-        load_model(evil, cache=cache)
+        load_model(evil, cache=cache, engine="estimator")  # the ONNX engine would not open the file
     with pytest.raises(ModelError, match=r"no model\.json"):
         load_model(tmp_path, cache=cache)
 
@@ -155,6 +160,9 @@ def test_torch_heads_and_boosters_round_trip(demo, cache, tmp_path, name):
     expected = (
         {"weights.safetensors", "model.json"} if name == "mlp_head" else {"estimator.skops", "model.json"}
     ) | {"MODEL_CARD.md"}
+    engine = json.loads((out / "model.json").read_text())["engine"]
+    assert bool(engine["onnx"]) or engine["why"]  # a checked graph, or the reason there is none
+    expected |= {"model.onnx"} if engine["onnx"] else set()
     assert {p.name for p in out.iterdir()} == expected
     card = json.loads((out / "model.json").read_text())
     if name == "mlp_head":  # neural heads early-stop on whole held-out speakers

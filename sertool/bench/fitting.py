@@ -44,6 +44,7 @@ import pandas as pd
 from sklearn.base import clone
 
 from sertool.data.labels import CANONICAL_LABELS
+from sertool.engine import predict_classes
 from sertool.exceptions import ParameterError
 
 __all__ = [
@@ -749,24 +750,6 @@ def _calibrate_temperature(
         *fitted.calibration_nll,
         len(ids),
     )
-
-
-def predict_classes(est: Any, X: Any, classes: Sequence[str]) -> tuple[np.ndarray, list[str]]:
-    """Class probabilities and labels (step 3 of the module docstring).
-
-    Returns
-    -------
-    proba : ndarray of shape (n, len(classes))
-        Columns in ``classes`` order; classes the fitted model never saw get probability 0.
-    labels : list of str
-        The most probable class of each row, ties broken in the label encoder's (sorted-name) order.
-    """
-    codes = sorted(classes)
-    proba = np.asarray(est.predict_proba(X), dtype=np.float64)
-    full = np.zeros((proba.shape[0], len(codes)))
-    full[:, np.asarray(est.classes_, dtype=int)] = proba
-    labels = [codes[i] for i in full.argmax(axis=1)]
-    return full[:, [codes.index(c) for c in classes]], labels
 
 
 def _tune(
