@@ -368,7 +368,9 @@ def _card(
             "frame_layers": json_safe(getattr(extractor, "frame_layers", None)),
             "build_params": json_safe({k: v for k, v in eparams.items() if k not in ("device", "cache")}),
         },
-        "classes": list(ctx.classes),
+        "classes": [] if ctx.regression else list(ctx.classes),
+        "task": ctx.task,
+        **(_regression_card(ctx, fitted, manifest.attrs.get("label_scheme")) if ctx.regression else {}),
         "label_scheme": manifest.attrs.get("label_scheme", "native-v1"),
         "trained_on": {"corpus": corpus_name(manifest), "manifest_hash": manifest_hash(manifest), **source},
         "augment": data.augment_record(),
@@ -377,6 +379,23 @@ def _card(
         "calibration": json_safe(fitted.calibration),
         "leaderboard": leaderboard,
         "versions": _versions(),
+    }
+
+
+def _regression_card(ctx: Any, fitted: Any, label_scheme: str | None) -> dict[str, Any]:
+    """What ``model.json`` says of a regression target: its name and the range and spread of the values the
+    model was fitted on (the page draws predictions on that scale)."""
+    from sertool.data.targets import target_of
+
+    values = ctx.target(fitted.fit_ids)
+    return {
+        "target": target_of(label_scheme).removesuffix(":regression"),
+        "target_values": {
+            "min": float(values.min()),
+            "max": float(values.max()),
+            "mean": float(values.mean()),
+            "std": float(values.std()),
+        },
     }
 
 
@@ -456,6 +475,18 @@ class TrainedModel:
     def classes(self) -> list[str]:
         """Class names, in probability-column order."""
         return list(self.card["classes"])
+
+    @property
+    def task(self) -> str:
+        """``"classification"`` or ``"regression"`` (a continuous target: :attr:`target`)."""
+        return str(self.card.get("task", "classification"))
+
+    @property
+    def target(self) -> str:
+        """What the model predicts: ``emotion``, or the target recorded at training (``arousal``)."""
+        from sertool.data.targets import target_of
+
+        return str(self.card.get("target") or target_of(self.card.get("label_scheme")))
 
     @property
     def uses_whisper(self) -> bool:
@@ -576,13 +607,25 @@ class TrainedModel:
         from sertool.engine import predict_classes
 
         Xm = self.model_input(X, groups, statistics)
-        proba, labels = predict_classes(self.estimator, Xm, self.classes)
+        if self.task == "regression":
+            values = np.asarray(self.estimator.predict(Xm), dtype=np.float64).reshape(-1)
+            proba, labels = values[:, None], [f"{v:.4g}" for v in values]
+        else:
+            proba, labels = predict_classes(self.estimator, Xm, self.classes)
+        values = proba[:, 0] if self.task == "regression" else None
         if self.guard is None:
             n = len(labels)
-            return Prediction(proba, labels, np.full(n, np.nan), np.ones(n, dtype=bool), guarded=False)
+            return Prediction(
+                proba, labels, np.full(n, np.nan), np.ones(n, dtype=bool), guarded=False, values=values
+            )
         verdict = self.guard.assess(Xm, proba)
         return Prediction(
-            proba, labels, verdict.ood_score, verdict.in_distribution, constant=verdict.constant
+            proba,
+            labels,
+            verdict.ood_score,
+            verdict.in_distribution,
+            constant=verdict.constant,
+            values=values,
         )
 
     def predict_features(
@@ -632,6 +675,9 @@ class Prediction:
         Whether the model has a guard (else ``in_distribution`` is all true and says nothing).
     constant : ndarray of bool, optional
         The model's answer equals its constant answer far from all data.
+    values : ndarray of shape (n,), optional
+        A regression model's predicted values (then ``proba`` is the same numbers as one column and
+        ``labels`` their text).
     """
 
     proba: np.ndarray
@@ -640,6 +686,7 @@ class Prediction:
     in_distribution: np.ndarray
     guarded: bool = True
     constant: np.ndarray | None = None
+    values: np.ndarray | None = None
 
 
 def load_model(
@@ -842,7 +889,8 @@ def predict_files(
     -------
     predictions : pandas.DataFrame
         ``path, start_s, end_s, label, proba__<class>..., ood_score, in_distribution`` (and ``group`` when
-        given), one row per segment, in input order. ``ood_score`` is the distance from the training data in
+        given), one row per segment, in input order; a regression model gives its predicted value in a
+        column named after its target (``path, start_s, end_s, arousal, ood_score, ...``). ``ood_score`` is the distance from the training data in
         units of the guard's threshold; ``in_distribution`` is false beyond it, or when the model's answer
         does not depend on the input (one warning per call gives the count). A model saved without a guard
         gives NaN and empty values.
@@ -882,7 +930,9 @@ def predict_files(
         (f, span, g) for f, g, (sp, _, _) in zip(files, file_groups, results, strict=True) for span in sp
     ]
     parts = [X for _, X, _ in results if X is not None]
-    columns = ["path", "start_s", "end_s", "label"] + [f"proba__{c}" for c in model.classes]
+    regression = model.task == "regression"
+    outputs = [model.target] if regression else ["label"] + [f"proba__{c}" for c in model.classes]
+    columns = ["path", "start_s", "end_s", *outputs]
     columns += ["ood_score", "in_distribution"] + (["group"] if groups is not None or enroll else [])
     skipped = [s for _, _, s in results if s is not None] + skipped_enrol
     for path, reason in skipped:
@@ -897,8 +947,11 @@ def predict_files(
     rows = []
     for i, (path, (start, end), g) in enumerate(spans):
         row: dict[str, Any] = {"path": path, "start_s": round(start, 3), "end_s": round(end, 3)}
-        row["label"] = pred.labels[i]
-        row.update({f"proba__{c}": float(v) for c, v in zip(model.classes, pred.proba[i], strict=True)})
+        if regression:
+            row[model.target] = float(pred.values[i])  # type: ignore[index]
+        else:
+            row["label"] = pred.labels[i]
+            row.update({f"proba__{c}": float(v) for c, v in zip(model.classes, pred.proba[i], strict=True)})
         row["ood_score"] = round(float(pred.ood_score[i]), 4)
         row["in_distribution"] = bool(pred.in_distribution[i]) if pred.guarded else None
         if "group" in columns:

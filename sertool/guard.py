@@ -349,13 +349,15 @@ def unit_guard(ctx: Any, data: Any, fitted: Any) -> Guard | None:
     data : sertool.bench.fitting.ViewData
     fitted : sertool.bench.fitting.FittedUnit
     """
-    from sertool.bench.fitting import predict_classes
+    from sertool.engine import predict_classes
 
     X = data.rows(fitted.fit_ids)
     predict = None
     if isinstance(X, np.ndarray):
 
         def predict(rows: Any) -> np.ndarray:
+            if getattr(ctx, "regression", False):  # the predicted value is the model's answer
+                return np.asarray(fitted.estimator.predict(rows), dtype=np.float64).reshape(-1, 1)
             return predict_classes(fitted.estimator, rows, ctx.classes)[0]
 
     groups = [ctx.speakers[u] for u in fitted.fit_ids]

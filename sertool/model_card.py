@@ -180,17 +180,30 @@ def _fmt(value: Any, digits: int = 3) -> str:
 def _data_section(card: Mapping[str, Any], manifest: pd.DataFrame | None) -> list[str]:
     trained = card.get("trained_on", {})
     lines = ["## Training data", ""]
+    regression = card.get("task") == "regression"
     if manifest is not None:
-        lines += ["| corpus | speakers | clips | labels |", "|---|---|---|---|"]
+        what = "values (min / mean / max)" if regression else "labels"
+        lines += [f"| corpus | speakers | clips | {what} |", "|---|---|---|---|"]
         for corpus, rows in manifest.groupby("corpus", sort=True):
-            counts = rows["label"].value_counts()
-            labels = ", ".join(f"{k} {counts[k]}" for k in sorted(counts.index))
+            if regression:
+                v = rows["target_value"]
+                labels = f"{v.min():.3g} / {v.mean():.3g} / {v.max():.3g}"
+            else:
+                counts = rows["label"].value_counts()
+                labels = ", ".join(f"{k} {counts[k]}" for k in sorted(counts.index))
             lines.append(f"| {corpus} | {rows['speaker'].nunique()} | {len(rows)} | {labels} |")
         lines.append("")
     else:
         lines += [f"- Corpus: {trained.get('corpus', 'unknown')}"]
+    if regression:
+        span = card.get("target_values") or {}
+        lines.append(
+            f"- Regression: predicts {card.get('target')} as a number; fitted on values {_fmt(span.get('min'))} "
+            f"to {_fmt(span.get('max'))} (mean {_fmt(span.get('mean'))}, std {_fmt(span.get('std'))})"
+        )
+    else:
+        lines.append(f"- Classes ({len(card.get('classes', []))}): {', '.join(card.get('classes', []))}")
     lines += [
-        f"- Classes ({len(card.get('classes', []))}): {', '.join(card.get('classes', []))}",
         f"- Target: {_target(card)}; label scheme: `{str(card.get('label_scheme')).split(':', 1)[0]}`",
         f"- Manifest hash: `{trained.get('manifest_hash')}`",
         f"- Clips the model was fitted on: {trained.get('n_train')} "
@@ -230,6 +243,23 @@ def _board_section(card: Mapping[str, Any], row: Mapping[str, Any] | None) -> li
     if row is None:
         why = "no linked leaderboard" if not card.get("leaderboard") else "the board has no row for it"
         return [*lines, f"None ({why}).", ""]
+    if card.get("task") == "regression":
+        return [
+            *lines,
+            f"Entry `{row.get('features')}` / `{row.get('model')}` on split `{row.get('split_id')}` "
+            f"({row.get('protocol')}, {row.get('folds')} folds, {row.get('n')} test clips; board: "
+            f"`{card.get('leaderboard')}`):",
+            "",
+            "| metric | value |",
+            "|---|---|",
+            f"| CCC (mean ± std over folds) | {_fmt(row.get('ccc_mean'))} ± {_fmt(row.get('ccc_std'))} |",
+            f"| CCC pooled, 95% CI | {_fmt(row.get('ccc_pooled'))} [{_fmt(row.get('ccc_ci_low'))}, "
+            f"{_fmt(row.get('ccc_ci_high'))}] |",
+            f"| Pearson r | {_fmt(row.get('pearson_mean'))} |",
+            f"| MAE / RMSE | {_fmt(row.get('mae_mean'))} / {_fmt(row.get('rmse_mean'))} |",
+            f"| rank | {row.get('rank')} |",
+            "",
+        ]
     lines += [
         f"Entry `{row.get('features')}` / `{row.get('model')}` on split `{row.get('split_id')}` "
         f"({row.get('protocol')}, {row.get('folds')} folds, {row.get('n_test')} test clips; "

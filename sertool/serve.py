@@ -84,6 +84,16 @@ function show(data) {
     : "This clip lies outside the data the model was trained on (out-of-distribution score "
       + data.ood_score.toFixed(2) + ", above 1 is outside): the label below is not reliable.");
   const bars = $("bars"); bars.innerHTML = "";
+  if (data.value !== undefined && data.range && data.range[1] > data.range[0]) {
+    const [lo, hi] = data.range;
+    const row = document.createElement("div");
+    row.className = "row top"; row.dataset.value = data.value;
+    row.innerHTML = '<span class="cls"></span><div class="track"><div class="bar"></div></div><span class="pct"></span>';
+    row.querySelector(".cls").textContent = data.target + " (" + lo.toFixed(2) + " to " + hi.toFixed(2) + ")";
+    row.querySelector(".bar").style.width = (100 * Math.min(1, Math.max(0, (data.value - lo) / (hi - lo)))).toFixed(1) + "%";
+    row.querySelector(".pct").textContent = data.value.toFixed(3);
+    bars.appendChild(row);
+  }
   for (const [cls, p] of Object.entries(data.probabilities)) {
     const row = document.createElement("div");
     row.className = "row" + (cls === data.label ? " top" : "");
@@ -153,8 +163,13 @@ def _page(model: Any) -> str:
     card = model.card
     trained = card.get("trained_on", {})
     title = f"{card['model']} on {card['features']}"
+    what = (
+        f"predicts {model.target} (regression)"
+        if model.task == "regression"
+        else f"classes: {', '.join(model.classes)}"
+    )
     sub = (
-        f"classes: {', '.join(model.classes)} · trained on {trained.get('corpus')} "
+        f"{what} · trained on {trained.get('corpus')} "
         f"({trained.get('n_train')} utterances{', split ' + str(trained['split_id']) if trained.get('split_id') else ''})"
     )
     link = (
@@ -254,7 +269,13 @@ def create_app(model: Any, *, max_bytes: int = 20_000_000, transcriber: Any = No
             pred = model.predict_signals([y])
         except AudioError as err:
             return error(415, f"{upload.filename}: {err.reason.replace(tmp, upload.filename or 'upload')}")
-        probs = {c: round(float(p), 6) for c, p in zip(model.classes, pred.proba[0], strict=True)}
+        if model.task == "regression":
+            value = float(pred.values[0])  # type: ignore[index]
+            probs: dict[str, float] = {}
+            label = f"{model.target} {value:.3g}"
+        else:
+            probs = {c: round(float(p), 6) for c, p in zip(model.classes, pred.proba[0], strict=True)}
+            label = max(probs, key=probs.__getitem__)
         score = float(pred.ood_score[0])
         text = None
         if transcriber is not None:
@@ -262,8 +283,17 @@ def create_app(model: Any, *, max_bytes: int = 20_000_000, transcriber: Any = No
                 text = transcriber(y)
             except Exception as exc:  # a transcript is a bonus: never lose the prediction over it
                 log.warning("transcription failed: %s", exc)
+        extra = {}
+        if model.task == "regression":
+            span = model.card.get("target_values") or {}
+            extra = {
+                "target": model.target,
+                "value": round(value, 6),
+                "range": [span.get("min"), span.get("max")],
+            }
         return {
-            "label": max(probs, key=probs.__getitem__),
+            **extra,
+            "label": label,
             "probabilities": probs,
             "duration_s": round(y.shape[0] / model.extractor.sr, 3),
             "ood_score": round(score, 4) if math.isfinite(score) else None,

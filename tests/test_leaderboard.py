@@ -226,6 +226,7 @@ def test_a_written_unit_record_is_read_back_with_its_values(tmp_path: Path) -> N
         "n_valid": 12,
         "n_test": 8,
         "n": 8,
+        "task": "classification",
         "wa": 0.625,
         "ua": 0.6,
         "macro_f1": 0.55,

@@ -14,7 +14,7 @@ from conftest import write_audio
 from sertool.cli import EXIT_OK, main
 from sertool.data.labels import apply_scheme
 from sertool.data.manifest import build_manifest
-from sertool.data.targets import apply_target, candidate_targets, target_of
+from sertool.data.targets import VALUE_COLUMN, apply_target, candidate_targets, target_of, task_of
 from sertool.exceptions import ParameterError
 from sertool.splits import make_split
 
@@ -49,9 +49,9 @@ def test_target_errors_name_the_column_and_the_choices(demo_root: Path) -> None:
     manifest = apply_scheme(build_manifest("demo", demo_root).manifest, "native")
     with pytest.raises(ParameterError, match=r"'loudness' is not a column.*gender"):
         apply_target(manifest, "loudness")
-    continuous = manifest.assign(arousal=np.linspace(1.0, 5.0, len(manifest)))
-    with pytest.raises(ParameterError, match="regression target"):
-        apply_target(continuous, "arousal")
+    words = manifest.assign(arousal=np.where(manifest.index % 2, "high", "low"))
+    with pytest.raises(ParameterError, match="regression target, but 96 value"):
+        apply_target(words, "arousal:regression")
     with pytest.raises(ParameterError, match="1 distinct value"):
         apply_target(manifest.assign(room="studio"), "room")
     with pytest.raises(ParameterError, match="already the target"):
@@ -109,3 +109,28 @@ def test_bench_and_train_on_another_target(demo_root: Path, tmp_path: Path) -> N
     card = json.loads((out / "model.json").read_text())
     assert sorted(card["classes"]) == ["female", "male"] and card["label_scheme"] == "native-v1:gender"
     assert "--target gender" in (out / "MODEL_CARD.md").read_text()
+
+
+def test_a_continuous_column_is_a_regression_target_binned_for_stratification(demo_root: Path) -> None:
+    manifest = apply_scheme(build_manifest("demo", demo_root).manifest, "native")
+    rng = np.random.default_rng(0)
+    arousal = pd.Series(rng.uniform(1.0, 5.0, len(manifest))).where(manifest.index % 7 != 0)
+    out = apply_target(manifest.assign(arousal=arousal), "arousal")
+    assert task_of(out) == "regression" and task_of(manifest) == "classification"
+    assert len(out) == int(arousal.notna().sum())  # clips without a rating are left out
+    np.testing.assert_array_equal(out[VALUE_COLUMN].to_numpy(), arousal.dropna().to_numpy())
+    assert (
+        out.attrs["label_scheme"] == "native-v1:arousal" and target_of(out.attrs["label_scheme"]) == "arousal"
+    )
+    # five equal-count bins, in order of the value: every value of bin k lies below every value of bin k+1
+    counts = out["label"].value_counts()
+    assert sorted(counts.index) == ["b1", "b2", "b3", "b4", "b5"] and counts.max() - counts.min() <= 1
+    ranges = out.groupby("label")[VALUE_COLUMN].agg(["min", "max"]).sort_index()
+    assert (ranges["max"].to_numpy()[:-1] < ranges["min"].to_numpy()[1:]).all()
+    assert "arousal" in candidate_targets(manifest.assign(arousal=arousal))
+    # a numeric column with few levels is categorical unless asked for as a regression target
+    level = manifest.assign(level=np.where(manifest.index % 2, 1.0, 2.0))
+    assert task_of(apply_target(level, "level")) == "classification"
+    forced = apply_target(level, "level:regression")
+    assert task_of(forced) == "regression" and forced.attrs["label_scheme"] == "native-v1:level:regression"
+    assert sorted(set(forced["label"])) == ["b1", "b2"]  # ties: as many bins as distinct values

@@ -265,11 +265,14 @@ class PreparedView:
     extractors: list[Any] = field(default_factory=list)
 
 
-def _choose_models(models: Any, parts: Sequence[Any], kinds: list[str], spec: str) -> tuple[list, list]:
-    """(models the view feeds, [(name, reason)] of named models it cannot feed)."""
+def _choose_models(
+    models: Any, parts: Sequence[Any], kinds: list[str], spec: str, task: str = "classification"
+) -> tuple[list, list]:
+    """(models the view feeds, [(name, reason)] of named models it cannot feed); group words (``all``, a
+    family) select the models of the run's ``task``."""
     from sertool.models.registry import resolve_models
 
-    requested = resolve_models(models)
+    requested = resolve_models(models, task=task)
     tokens = models.split(",") if isinstance(models, str) else list(models)
     named = {t.strip().lower() for t in tokens}
     # a model designed for other features (cnn_transformer: MFCCs) runs on these only when named
@@ -419,7 +422,9 @@ def prepare_view(
         extractors.append(ex)
     label = "+".join(feature_label(v.name, ex, augment) for v, ex in zip(parts, extractors, strict=True))
     kinds = ["pooled"] + (["frames"] if len(parts) == 1 and "frames" in extractors[0].outputs() else [])
-    chosen, skipped = _choose_models(models, parts, kinds, spec)
+    from sertool.data.targets import task_of
+
+    chosen, skipped = _choose_models(models, parts, kinds, spec, task_of(manifest))
     prep = PreparedView(spec, label, chosen, {}, skipped, reports, extractors)
     _load_kinds(store, manifest, prep, parts, extractors)
     for data in prep.data.values():
@@ -540,10 +545,22 @@ class FitContext:
     threads: int = 1
     speaker_independent: bool = True
     calibrate: str | None = None
+    task: str = "classification"
+    values: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_manifest(cls, manifest: pd.DataFrame, **settings: Any) -> FitContext:
-        """Classes in canonical order and the label / speaker of every utterance of ``manifest``."""
+        """Classes in canonical order and the label / speaker of every utterance of ``manifest``; for a
+        regression target (:func:`sertool.data.targets.task_of`) also every utterance's value, and ``classes``
+        are the value's quantile bins (stratification only)."""
+        from sertool.data.targets import VALUE_COLUMN, task_of
+
+        task = task_of(manifest)
+        values = (
+            dict(zip(manifest["utt_id"], manifest[VALUE_COLUMN].astype(float), strict=True))
+            if task == "regression"
+            else {}
+        )
         return cls(
             classes=class_order(manifest["label"].tolist()),
             labels=dict(zip(manifest["utt_id"], manifest["label"], strict=True)),
@@ -551,8 +568,21 @@ class FitContext:
             genders=dict(zip(manifest["utt_id"], manifest["gender"].fillna("").astype(str), strict=True))
             if "gender" in manifest
             else {},
+            task=task,
+            values=values,
             **settings,
         )
+
+    @property
+    def regression(self) -> bool:
+        """Whether the target is continuous (models fit :meth:`target` values, not label codes)."""
+        return self.task == "regression"
+
+    def target(self, ids: Sequence[str]) -> np.ndarray:
+        """What a model is fitted on for ``ids``: label codes, or the regression target's values (float64)."""
+        if self.regression:
+            return np.asarray([self.values[u] for u in ids], dtype=np.float64)
+        return self.encode(ids)
 
     @property
     def encoder(self) -> Any:
@@ -661,6 +691,15 @@ def fit_unit(
     train, valid = data.present(train), data.present(valid)
     neural = mspec.family == "neural"
     holds_valid = neural or getattr(mspec, "uses_validation", False)  # the model reads the validation part
+    if getattr(mspec, "task", "classification") != ctx.task:
+        raise ParameterError(
+            f"{mspec.name} is a {getattr(mspec, 'task', 'classification')} model; this run's target asks for "
+            f"{ctx.task}"
+        )
+    if ctx.regression and ctx.calibrate is not None:
+        raise ParameterError(
+            f"calibrate={ctx.calibrate!r} applies to class probabilities, not to a regression target"
+        )
     calibrate = check_calibrate(ctx.calibrate)
     if calibrate is not None and not valid:
         raise ParameterError(
@@ -675,23 +714,26 @@ def fit_unit(
         est.set_params(device=ctx.device)
     est = clone(est)
     X_fit, fit_rows = _with_augmented(data, fit_ids, ctx.labels, ctx.seed, fold)
-    y_fit = ctx.encode(fit_rows)
+    y_fit = ctx.target(fit_rows)
     fit_params: dict[str, Any] = {}
     if holds_valid and valid:
-        fit_params = {"X_valid": data.rows(valid), "y_valid": ctx.encode(valid)}
+        fit_params = {"X_valid": data.rows(valid), "y_valid": ctx.target(valid)}
     best_params = None
     t0 = time.perf_counter()
     if ctx.tune and mspec.param_grid and not neural:
         # inner folds keep a speaker's (or, speaker-dependent, a clip's) augmented copies together
         groups = [ctx.speakers[u] for u in fit_rows] if ctx.speaker_independent else fit_rows
         grouped = ctx.speaker_independent or data.augment is not None
-        est, best_params = _tune(est, mspec, X_fit, y_fit, groups, grouped, ctx.seed, ctx.threads)
+        strata = ctx.encode(fit_rows) if ctx.regression else None  # the value's bins stratify inner folds
+        est, best_params = _tune(
+            est, mspec, X_fit, y_fit, groups, grouped, ctx.seed, ctx.threads, strata=strata
+        )
     else:
         fit_estimator(
             est,
             X_fit,
             y_fit,
-            sample_weight=_balanced(y_fit, mspec),
+            sample_weight=None if ctx.regression else _balanced(y_fit, mspec),
             fit_params=fit_params,
             threads=ctx.threads,
         )
@@ -753,25 +795,43 @@ def _calibrate_temperature(
 
 
 def _tune(
-    est: Any, mspec: Any, X: Any, y: np.ndarray, groups: list[str], grouped: bool, seed: int, threads: int
+    est: Any,
+    mspec: Any,
+    X: Any,
+    y: np.ndarray,
+    groups: list[str],
+    grouped: bool,
+    seed: int,
+    threads: int,
+    *,
+    strata: np.ndarray | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Grid search inside the training data only; inner folds are grouped by ``groups`` when ``grouped``
-    (speakers under speaker-independent splits; origin clips when augmented copies must stay together)."""
+    (speakers under speaker-independent splits; origin clips when augmented copies must stay together) and
+    stratified by ``strata`` (default ``y``; a regression target's bins). Classifiers are scored by UA,
+    regressors by CCC."""
+    from sklearn.metrics import make_scorer
     from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold
 
     from sertool.models.registry import fit_estimator
 
+    strata = y if strata is None else strata
     n_groups = len(set(groups))
     if grouped and n_groups >= 3:
         cv = StratifiedGroupKFold(n_splits=min(3, n_groups), shuffle=True, random_state=seed)
-        cv_splits = list(cv.split(X, y, groups))
+        cv_splits = list(cv.split(X, strata, groups))
     else:
-        cv_splits = list(StratifiedKFold(n_splits=3, shuffle=True, random_state=seed).split(X, y))
+        cv_splits = list(StratifiedKFold(n_splits=3, shuffle=True, random_state=seed).split(X, strata))
     grid = {
         f"clf__{k}" if hasattr(est, "steps") and not k.startswith("clf__") else k: v
         for k, v in mspec.param_grid.items()
     }
-    search = GridSearchCV(est, grid, scoring="balanced_accuracy", cv=cv_splits, n_jobs=1, refit=False)
+    scoring: Any = "balanced_accuracy"
+    if getattr(mspec, "task", "classification") == "regression":
+        from sertool.metrics_regression import ccc
+
+        scoring = make_scorer(ccc)
+    search = GridSearchCV(est, grid, scoring=scoring, cv=cv_splits, n_jobs=1, refit=False)
     search.fit(X, y)
     best = search.best_params_
     tuned = clone(est).set_params(**best)

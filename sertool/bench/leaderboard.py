@@ -315,9 +315,10 @@ def _unit_row(record: UnitRecord, path: Path) -> dict[str, Any]:
         "n_valid": record.n_valid,
         "n_test": record.n_test,
         "n": metrics.get("n", record.n_test),
-        "wa": float(metrics["wa"]),
-        "ua": float(metrics["ua"]),
-        "macro_f1": float(metrics["macro_f1"]),
+        "task": str(record.task),
+        "wa": float(metrics.get("wa", math.nan)),
+        "ua": float(metrics.get("ua", math.nan)),
+        "macro_f1": float(metrics.get("macro_f1", math.nan)),
         "fit_seconds": float(record.fit_seconds),
         "predict_seconds": float(record.predict_seconds),
         "device": record.device,
@@ -331,6 +332,10 @@ def _unit_row(record: UnitRecord, path: Path) -> dict[str, Any]:
     }
     for c, r in (metrics.get("per_class_recall") or {}).items():
         row[f"{RECALL_PREFIX}{c}"] = math.nan if r is None else float(r)
+    if record.task == "regression":
+        for key in ("ccc", "pearson", "mae", "rmse"):
+            value = metrics.get(key)
+            row[key] = math.nan if value is None else float(value)
     return row
 
 
@@ -723,6 +728,11 @@ def build_leaderboard(
         ``results`` holds several splits.
     """
     split = _split_facts(results)
+    if "task" in results.units and (results.units["task"] == "regression").any():
+        raise ParameterError(
+            f"{split.where} holds regression units: rank them with "
+            "sertool.bench.regression_board.build_regression_board"
+        )
     groups = {entry: units for entry, units in results.units.groupby(["features", "model"], sort=True)}
     pooled = {
         (feat, model): results.predictions(feat, model, corpus=split.corpus, split_id=split.split_id)
@@ -1714,8 +1724,14 @@ def render_leaderboards(
     boards = []
     for corpus, split_id in results.splits():
         sub = results.select(corpus=corpus, split_id=split_id)
-        board = build_leaderboard(sub, n_boot=n_boot, seed=seed)
         out = Path(sub.units["split_dir"].iloc[0])
+        if "task" in sub.units and (sub.units["task"] == "regression").any():
+            from sertool.bench.regression_board import build_regression_board, write_regression_board
+
+            board = build_regression_board(sub, n_boot=n_boot, seed=seed)
+            written += write_regression_board(board, sub, out, plots=plots).values()
+            continue  # regression boards are not compared with classification ones
+        board = build_leaderboard(sub, n_boot=n_boot, seed=seed)
         written += write_leaderboard(board, sub, out, plots=plots).values()
         boards.append(board)
     if compare and boards:

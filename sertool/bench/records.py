@@ -56,6 +56,8 @@ _REQUIRED_KEYS = (
     "metrics",
 )
 _REQUIRED_METRICS = ("wa", "ua", "macro_f1")
+#: The metrics a regression unit (``task: "regression"``) must hold.
+_REQUIRED_REGRESSION_METRICS = ("ccc", "pearson", "mae", "rmse")
 
 
 def corpus_name(manifest: pd.DataFrame) -> str:
@@ -146,6 +148,7 @@ class UnitRecord:
     calibration: dict[str, Any] | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
     created: str = ""
+    task: str = "classification"
     schema: int = RECORD_SCHEMA
 
     def to_dict(self) -> dict[str, Any]:
@@ -171,10 +174,9 @@ class UnitRecord:
                 f"{source}: schema {data['schema']!r} is not supported (this sertool reads {RECORD_SCHEMA})"
             )
         metrics = data["metrics"]
-        if not isinstance(metrics, dict) or any(k not in metrics for k in _REQUIRED_METRICS):
-            raise ResultsError(
-                f"{source}: 'metrics' must hold {list(_REQUIRED_METRICS)}, got {metrics!r:.200}"
-            )
+        required = _REQUIRED_REGRESSION_METRICS if data.get("task") == "regression" else _REQUIRED_METRICS
+        if not isinstance(metrics, dict) or any(k not in metrics for k in required):
+            raise ResultsError(f"{source}: 'metrics' must hold {list(required)}, got {metrics!r:.200}")
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
         if "speaker_independent" not in data:

@@ -349,6 +349,11 @@ def _render(ctx: _RunContext, report: BenchReport, results_dir: str | Path) -> d
             with FileLock(str(unit_paths(ctx.base, u.features, u.model, u.fold)[0]) + ".lock"):
                 pass
     results = collect_results(results_dir, corpus=ctx.corpus, split_id=ctx.split.id)
+    if ctx.fit.regression:
+        from sertool.bench.regression_board import build_regression_board, write_regression_board
+
+        board = build_regression_board(results, seed=ctx.fit.seed)
+        return write_regression_board(board, results, ctx.base, title=f"{ctx.corpus} / {ctx.split.id}")
     board = build_leaderboard(results, seed=ctx.fit.seed)
     return write_leaderboard(board, results, ctx.base, title=f"{ctx.corpus} / {ctx.split.id}")
 
@@ -502,7 +507,7 @@ def _stored_unit(
     if not _same_inputs(meta, data, jpath, _defining_params(ctx, mspec, overrides, meta.get("best_params"))):
         return None
     name = entry_name(mspec, ctx.fit.tune)
-    return UnitResult(data.entry, name, k, "cached", meta["metrics"]["ua"], meta["metrics"]["wa"])
+    return UnitResult(data.entry, name, k, "cached", meta["metrics"].get("ua"), meta["metrics"].get("wa"))
 
 
 #: Estimator parameters that say where or how fast a model runs, not what it is: a unit stored with other
@@ -591,6 +596,8 @@ def _fit_score(
     except Exception as exc:  # one failing model must not lose the rest of the run
         log.error("%s / %s fold %d failed: %s", view, name, k, exc)
         return UnitResult(view, name, k, "failed", reason=f"{type(exc).__name__}: {exc}")
+    if ctx.fit.regression:
+        return _score_regression(ctx, data, name, k, fitted, test, jpath, ppath)
     t1 = time.perf_counter()
     proba, y_pred = predict_classes(fitted.estimator, data.rows(test), ctx.fit.classes)
     pred_s = time.perf_counter() - t1
@@ -609,6 +616,49 @@ def _fit_score(
     atomic_parquet(pred, ppath)
     _record(ctx, data, name, k, fitted, metrics, len(test), pred_s).write(jpath)
     return UnitResult(view, name, k, "done", metrics["ua"], metrics["wa"], fitted.fit_seconds + pred_s)
+
+
+def _score_regression(
+    ctx: _RunContext,
+    data: ViewData,
+    name: str,
+    k: int,
+    fitted: Any,
+    test: list[str],
+    jpath: Path,
+    ppath: Path,
+) -> UnitResult:
+    """Score a regression unit: predicted values of the test part, CCC / Pearson / MAE / RMSE, the guard's
+    verdict (on the predicted value), stored like a classification unit (``y_true`` / ``y_pred`` are floats
+    and ``bin`` is the stratification bin of the true value)."""
+    import time
+
+    from sertool.metrics_regression import regression_scores
+
+    view = data.entry
+    t1 = time.perf_counter()
+    y_pred = np.asarray(fitted.estimator.predict(data.rows(test)), dtype=np.float64).reshape(-1)
+    pred_s = time.perf_counter() - t1
+    y_true = ctx.fit.target(test)
+    metrics = {**regression_scores(y_true, y_pred), "target": ctx.split.target}
+    pred = pd.DataFrame(
+        {
+            "utt_id": test,
+            "speaker": [ctx.fit.speakers[u] for u in test],
+            "y_true": y_true,
+            "y_pred": y_pred,
+            "bin": [ctx.fit.labels[u] for u in test],
+        }
+    )
+    if ctx.fit.genders:
+        pred.insert(2, "gender", [ctx.fit.genders.get(u, "") for u in test])
+    verdict = _guard_test(ctx, data, fitted, test, y_pred[:, None], f"{view} / {name} fold {k}")
+    if verdict is not None:
+        pred["ood_score"] = verdict.ood_score.astype(np.float32)
+        pred["in_distribution"] = verdict.in_distribution
+    atomic_parquet(pred, ppath)
+    _record(ctx, data, name, k, fitted, metrics, len(test), pred_s).write(jpath)
+    return UnitResult(view, name, k, "done", None, None, fitted.fit_seconds + pred_s)
 
 
 def _guard_test(
@@ -651,7 +701,8 @@ def _record(
         model=name,
         model_params=_model_params(fitted.base_estimator),
         seed=ctx.fit.seed,
-        classes=list(ctx.fit.classes),
+        classes=[] if ctx.fit.regression else list(ctx.fit.classes),
+        task=ctx.fit.task,
         n_train=len(fitted.fit_ids),
         n_augmented=fitted.n_augmented,
         augment=data.augment_record(),

@@ -10,19 +10,33 @@ The target is recorded in the manifest's label-scheme id, ``<scheme>:<target>`` 
 so it reaches the saved split (and its id: ``speaker-6fold-intensity-<digest>``), every unit record, the
 results path, each board's header and a saved model.
 
-Categorical targets only, for now: a numeric column with more than :data:`MAX_CLASSES` distinct values
-(IEMOCAP's averaged ratings) is a regression target, refused with a message that says so.
+A numeric column with more than :data:`MAX_CLASSES` distinct values (IEMOCAP's averaged 1-5 ratings, a CSV
+corpus's arousal column) is a **regression** target: the manifest then carries the value in
+:data:`VALUE_COLUMN` (float) and ``label`` holds its quantile bin (``b1`` .. ``b<k>``, :data:`N_BINS` equal-count
+bins of the whole corpus, fewer when values tie), which the stratified splits stratify on and the balanced
+augmentation balances; models are fitted on the values (:func:`task_of` says which task a manifest is). A
+numeric column with few values can be asked for as a regression target too: ``--target intensity:regression``.
 """
 
 from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pandas as pd
 
 from sertool.exceptions import ParameterError
 
-__all__ = ["DEFAULT_TARGET", "MAX_CLASSES", "apply_target", "candidate_targets", "target_of"]
+__all__ = [
+    "DEFAULT_TARGET",
+    "MAX_CLASSES",
+    "N_BINS",
+    "VALUE_COLUMN",
+    "apply_target",
+    "candidate_targets",
+    "target_of",
+    "task_of",
+]
 
 log = logging.getLogger(__name__)
 
@@ -30,12 +44,18 @@ log = logging.getLogger(__name__)
 DEFAULT_TARGET = "emotion"
 #: Most distinct values a column may have to be a categorical target.
 MAX_CLASSES = 20
+#: Manifest column holding a regression target's value.
+VALUE_COLUMN = "target_value"
+#: Quantile bins of a regression target (its ``label``, for stratification only).
+N_BINS = 5
+#: Suffix of ``--target`` asking for a numeric column as a regression target.
+REGRESSION_SUFFIX = ":regression"
 #: Values that say the target is not known (CREMA-D's unspecified level): such clips are left out.
 _UNKNOWN = frozenset({"", "unknown", "unspecified", "nan", "none"})
 #: Manifest columns that are bookkeeping, never a target.
 _NOT_TARGETS = frozenset(
     {"utt_id", "path", "speaker", "label", "label_canonical", "raw_label", "duration_s", "sample_rate", "channels",
-     "sha1", "dup_group", "corpus", "start_s", "end_s", "text", "frames"}
+     "sha1", "dup_group", "corpus", "start_s", "end_s", "text", "frames", VALUE_COLUMN}
 )  # fmt: skip
 
 
@@ -45,15 +65,56 @@ def target_of(label_scheme: str | None) -> str:
     return scheme.split(":", 1)[1] if ":" in scheme else DEFAULT_TARGET
 
 
+def task_of(manifest: pd.DataFrame) -> str:
+    """``"regression"`` for a manifest whose target is continuous (it has :data:`VALUE_COLUMN`), else
+    ``"classification"``."""
+    return "regression" if VALUE_COLUMN in manifest.columns else "classification"
+
+
 def candidate_targets(manifest: pd.DataFrame) -> list[str]:
-    """Columns of ``manifest`` that can be a categorical target (2 to :data:`MAX_CLASSES` values), emotion first."""
+    """Columns of ``manifest`` that can be a target, emotion first: categorical ones (2 to :data:`MAX_CLASSES`
+    values) and numeric ones with more values (regression targets)."""
     out = [DEFAULT_TARGET]
     for column in manifest.columns:
         if column in _NOT_TARGETS or column == DEFAULT_TARGET:
             continue
         values = manifest[column].dropna()
-        if 2 <= values.nunique() <= MAX_CLASSES:
+        if 2 <= values.nunique() <= MAX_CLASSES or (
+            pd.api.types.is_numeric_dtype(values) and values.nunique() > MAX_CLASSES
+        ):
             out.append(str(column))
+    return out
+
+
+def quantile_bins(values: pd.Series, n_bins: int = N_BINS) -> pd.Series:
+    """Equal-count bins of ``values`` named ``b1`` (lowest) .. ``b<k>``; equal values share a bin (so with at
+    most ``n_bins`` distinct values, one bin per value; with ties, possibly fewer than ``n_bins``)."""
+    if values.nunique() <= n_bins:
+        codes = values.rank(method="dense").astype(int) - 1
+    else:
+        codes = pd.qcut(values, q=n_bins, labels=False, duplicates="drop").astype(int)
+    return ("b" + (codes + 1).astype(str)).rename(values.name)
+
+
+def _regression(manifest: pd.DataFrame, name: str, values: pd.Series, present: pd.Series) -> pd.DataFrame:
+    """The manifest of a regression target (module docstring)."""
+    numeric = pd.to_numeric(values, errors="coerce")
+    bad = present & numeric.isna()
+    if bad.any():
+        example = manifest.loc[bad, "path"].iloc[0] if "path" in manifest else ""
+        raise ParameterError(
+            f"target {name!r} is a regression target, but {int(bad.sum())} value(s) are not numbers "
+            f"(e.g. {values[bad].iloc[0]!r} of {example})"
+        )
+    keep = present & numeric.notna() & np.isfinite(numeric.astype(float))
+    if int((~keep).sum()):
+        log.warning("target %s: %d clip(s) without a value left out", name, int((~keep).sum()))
+    out = manifest[keep].copy()
+    out["emotion"] = out["label"]
+    out[VALUE_COLUMN] = numeric[keep].astype(np.float64)
+    if out[VALUE_COLUMN].nunique() < 2:
+        raise ParameterError(f"target {name!r} has a single value: nothing to regress")
+    out["label"] = quantile_bins(out[VALUE_COLUMN]).to_numpy()
     return out
 
 
@@ -83,6 +144,8 @@ def apply_target(manifest: pd.DataFrame, target: str | None = DEFAULT_TARGET) ->
     name = DEFAULT_TARGET if target is None else str(target).strip()
     if name in ("", DEFAULT_TARGET):
         return manifest
+    forced = name.endswith(REGRESSION_SUFFIX)
+    name = name.removesuffix(REGRESSION_SUFFIX)
     scheme = str(manifest.attrs.get("label_scheme", "native-v1"))
     if ":" in scheme:
         raise ParameterError(f"the manifest's labels are already the target {target_of(scheme)!r}")
@@ -93,11 +156,18 @@ def apply_target(manifest: pd.DataFrame, target: str | None = DEFAULT_TARGET) ->
     values = manifest[name]
     present = values.notna() & ~values.astype(str).str.strip().str.lower().isin(_UNKNOWN)
     distinct = values[present].nunique()
-    if pd.api.types.is_numeric_dtype(values) and distinct > MAX_CLASSES:
-        raise ParameterError(
-            f"target {name!r} is continuous ({distinct} distinct values): a regression target, which sertool "
-            f"does not fit yet; categorical targets here: {', '.join(candidate_targets(manifest))}"
-        )
+    if forced or (pd.api.types.is_numeric_dtype(values) and distinct > MAX_CLASSES):
+        out = _regression(manifest, name, values, present).reset_index(drop=True)
+        out.attrs = dict(manifest.attrs)
+        # a numeric column asked for as a regression target keeps the suffix: its splits and results never
+        # mix with the same column's categorical runs
+        out.attrs["label_scheme"] = f"{scheme}:{name}" + (REGRESSION_SUFFIX if forced else "")
+        out.attrs["target"] = name
+        log.info(
+            "target %s: regression on %d clips (values %.3g to %.3g)",
+            name, len(out), out[VALUE_COLUMN].min(), out[VALUE_COLUMN].max(),
+        )  # fmt: skip
+        return out
     if distinct < 2:
         raise ParameterError(f"target {name!r} has {distinct} distinct value(s): nothing to classify")
     missing = int((~present).sum())

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from importlib import import_module
 
-from sertool.models import classic, ensemble
+from sertool.models import classic, ensemble, regression
 from sertool.models.classic import GMMClassifier
 from sertool.models.registry import (
     MODELS,
@@ -53,5 +53,6 @@ __all__ = [
     "list_models",
     "make_estimator",
     "register_model",
+    "regression",
     "resolve_models",
 ]

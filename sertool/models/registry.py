@@ -52,6 +52,7 @@ __all__ = [
     "INPUT_KINDS",
     "MODELS",
     "PLUGIN_GROUP",
+    "TASKS",
     "UNAVAILABLE",
     "ModelSpec",
     "accepts_sample_weight",
@@ -70,6 +71,8 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FAMILIES: tuple[str, ...] = ("classic", "neural")
+#: What a model predicts: a class (``predict_proba`` over the encoded labels) or a number (``predict``).
+TASKS: tuple[str, ...] = ("classification", "regression")
 #: ``pooled``: one vector per utterance, shape ``(n, dim)``; ``frames``: a sequence per utterance.
 INPUT_KINDS: tuple[str, ...] = ("pooled", "frames")
 #: Words :func:`resolve_models` understands besides model names (so no model may be called this).
@@ -108,6 +111,11 @@ class ModelSpec:
         Extractor names the model is designed for (``("mfcc40",)`` for the MFCC CNN+transformer). Group
         selections (``all``, a family) run it only on those; named explicitly it runs on any features of its
         input kind. ``None``: any features of its kind.
+    task : {"classification", "regression"}
+        What the model predicts: ``classification`` models are scikit-learn classifiers fitted on encoded
+        labels (:func:`encode_labels`) with ``predict_proba``; ``regression`` models are regressors fitted on
+        a continuous target (``fit(X, y_float)``, ``predict`` -> floats). Group selections (``all``, a
+        family) keep the models of the run's task (:func:`resolve_models`).
     """
 
     name: str
@@ -120,6 +128,7 @@ class ModelSpec:
     param_grid: Mapping[str, Sequence[Any]] | None = field(default=None, hash=False, compare=False)
     features: tuple[str, ...] | None = None
     uses_validation: bool = False
+    task: Literal["classification", "regression"] = "classification"
 
     def designed_for(self, extractor: str) -> bool:
         """Whether a group selection (``all``, a family) runs this model on features of ``extractor``."""
@@ -138,6 +147,8 @@ class ModelSpec:
             raise ParameterError(
                 f"model {self.name!r}: input must be one of {INPUT_KINDS}, got {self.input!r}"
             )
+        if self.task not in TASKS:
+            raise ParameterError(f"model {self.name!r}: task must be one of {TASKS}, got {self.task!r}")
         if not callable(self.factory):
             raise ParameterError(f"model {self.name!r}: factory {self.factory!r} is not callable")
         if self.param_grid is not None:
@@ -296,7 +307,9 @@ def list_models(input: str | None = None, family: str | None = None) -> list[Mod
     ]
 
 
-def resolve_models(spec: str | Iterable[str], *, input_kind: str | None = None) -> list[ModelSpec]:
+def resolve_models(
+    spec: str | Iterable[str], *, input_kind: str | None = None, task: str | None = None
+) -> list[ModelSpec]:
     """Turn a user's model selection into specs.
 
     Parameters
@@ -307,6 +320,10 @@ def resolve_models(spec: str | Iterable[str], *, input_kind: str | None = None) 
     input_kind : {"pooled", "frames"}, optional
         The kind of features at hand. Group tokens (``all``, families) keep only the models that read this
         kind; a model *named* explicitly that cannot read it is an error. ``None`` accepts every kind.
+    task : {"classification", "regression"}, optional
+        The run's task. Group tokens keep only the models of this task; a model *named* explicitly of the
+        other task is an error. ``None`` (default): group tokens keep the classification models (what
+        ``all`` meant before regression models existed) and named models of either task are accepted.
 
     Returns
     -------
@@ -329,17 +346,26 @@ def resolve_models(spec: str | Iterable[str], *, input_kind: str | None = None) 
     unknown = [t for t in tokens if t not in models and t not in _GROUP_WORDS]
     if unknown:
         raise _unknown(unknown)
+    if task is not None and task not in TASKS:
+        raise ParameterError(f"task must be one of {TASKS}, got {task!r}")
     out: dict[str, ModelSpec] = {}
     for token in tokens:
         if token in _GROUP_WORDS:
             family = None if token == "all" else token
             for s in list_models(input=input_kind, family=family):
-                out.setdefault(s.name, s)
+                if s.task == (task or "classification"):
+                    out.setdefault(s.name, s)
             continue
         s = models[token]
         if input_kind is not None and s.input != input_kind:
             raise ParameterError(
                 f"model {s.name!r} reads {s.input!r} features, but the features are {input_kind!r}"
+            )
+        if task is not None and s.task != task:
+            raise ParameterError(
+                f"model {s.name!r} is a {s.task} model, but the target of this run asks for {task}"
+                + f"; {task} models: "
+                + ", ".join(m.name for m in models.values() if m.task == task)
             )
         out.setdefault(s.name, s)
     if not out:
