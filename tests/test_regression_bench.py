@@ -178,3 +178,45 @@ def test_regression_refuses_what_only_applies_to_classes(corpus, bench, tmp_path
         main(["--debug", *base, "--models", "svm", "--unit-jobs", "1"])
     with pytest.raises(ParameterError, match="regression target"):
         main(["--debug", *base, "--models", "ridge", "--calibrate", "temperature", "--unit-jobs", "1"])
+
+
+def test_iemocap_dimensions_are_regression_targets_with_the_rated_values(tmp_path):
+    """An IEMOCAP tree (EmoEvaluation files): ``--target arousal`` regresses the rated activation of every
+    turn. The audio of each turn is a tone whose pitch follows its rating, so the values are learnable."""
+    from test_corpora import _IEMO_HEADER, _iemo_block
+
+    root = tmp_path / "IEMOCAP_full_release"
+    rng = np.random.default_rng(3)
+    rated: dict[str, float] = {}
+    for session in (1, 2, 3):
+        for sex in "FM":
+            dialog = f"Ses0{session}{sex}_impro01"
+            blocks = []
+            for turn in range(8):
+                utt = f"{dialog}_{sex}{turn:03d}"
+                arousal = float(np.round(rng.uniform(1.0, 5.0) * 3) / 3)  # averages of three raters
+                rated[f"iemocap/{utt}"] = arousal
+                blocks.append(_iemo_block(turn * 2.0, turn * 2.0 + 1.0, utt, "neu", (3.0, arousal, 2.5)))
+                y = tone(1.0, freq=110.0 * 2 ** ((arousal - 1.0) / 2.0), amp=0.15, seed=session * 100 + turn)
+                write_audio(root / f"Session{session}" / "sentences/wav" / dialog / f"{utt}.wav", y)
+            (root / f"Session{session}" / "dialog/EmoEvaluation").mkdir(parents=True, exist_ok=True)
+            (root / f"Session{session}" / "dialog/EmoEvaluation" / f"{dialog}.txt").write_text(
+                _IEMO_HEADER + "".join(blocks)
+            )
+    results, cache = tmp_path / "results", tmp_path / "cache"
+    code = main(
+        [
+            "bench", "--corpus", "iemocap", "--root", str(root), "--target", "arousal", "--features",
+            "handcrafted94", "--models", "ridge,knn_reg", "--split", "speaker-3fold", "--results", str(results),
+            "--cache", str(cache), "--jobs", "1", "--unit-jobs", "1",
+        ]
+    )  # fmt: skip
+    assert code == EXIT_OK
+    units = collect_results(results).units
+    assert len(units) == 6 and (units["task"] == "regression").all()
+    pred = pd.concat([pd.read_parquet(p) for p in units["predictions_path"] if "/ridge/" in p])
+    # every test clip's truth is the rating of its turn in the EmoEvaluation file
+    assert sorted(pred["utt_id"]) == sorted(rated)
+    np.testing.assert_allclose(pred["y_true"].to_numpy(), pred["utt_id"].map(rated).to_numpy(), atol=1e-4)
+    board = pd.read_csv(next(results.glob("iemocap/*/leaderboard.csv")))
+    assert board["ccc_mean"].max() > 0.8

@@ -48,7 +48,7 @@ REGRESSION_COLUMNS = [
     "fit_seconds", "corpus", "split_id", "protocol", "label_scheme",
 ]  # fmt: skip
 #: Entries drawn in the scatter plot.
-N_SCATTER = 6
+N_SCATTER = 12
 _METRICS = ("ccc", "pearson", "mae", "rmse")
 
 

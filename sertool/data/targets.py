@@ -14,8 +14,10 @@ A numeric column with more than :data:`MAX_CLASSES` distinct values (IEMOCAP's a
 corpus's arousal column) is a **regression** target: the manifest then carries the value in
 :data:`VALUE_COLUMN` (float) and ``label`` holds its quantile bin (``b1`` .. ``b<k>``, :data:`N_BINS` equal-count
 bins of the whole corpus, fewer when values tie), which the stratified splits stratify on and the balanced
-augmentation balances; models are fitted on the values (:func:`task_of` says which task a manifest is). A
-numeric column with few values can be asked for as a regression target too: ``--target intensity:regression``.
+augmentation balances; models are fitted on the values (:func:`task_of` says which task a manifest is). The
+emotion dimensions (:data:`DIMENSIONS`: ``arousal``, ``valence``, ``dominance``, ``activation``) are
+regression targets whenever they are numeric; any other numeric column with few values can be asked for as
+one: ``--target intensity:regression``.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ log = logging.getLogger(__name__)
 DEFAULT_TARGET = "emotion"
 #: Most distinct values a column may have to be a categorical target.
 MAX_CLASSES = 20
+#: Numeric columns that are regression targets whatever their number of distinct values (IEMOCAP's averaged
+#: ratings take a couple of dozen values on a 1-5 scale; a small fixture, fewer).
+DIMENSIONS = frozenset({"arousal", "valence", "dominance", "activation"})
 #: Manifest column holding a regression target's value.
 VALUE_COLUMN = "target_value"
 #: Quantile bins of a regression target (its ``label``, for stratification only).
@@ -156,7 +161,8 @@ def apply_target(manifest: pd.DataFrame, target: str | None = DEFAULT_TARGET) ->
     values = manifest[name]
     present = values.notna() & ~values.astype(str).str.strip().str.lower().isin(_UNKNOWN)
     distinct = values[present].nunique()
-    if forced or (pd.api.types.is_numeric_dtype(values) and distinct > MAX_CLASSES):
+    numeric = pd.api.types.is_numeric_dtype(values)
+    if forced or (numeric and (distinct > MAX_CLASSES or name.lower() in DIMENSIONS)):
         out = _regression(manifest, name, values, present).reset_index(drop=True)
         out.attrs = dict(manifest.attrs)
         # a numeric column asked for as a regression target keeps the suffix: its splits and results never
