@@ -371,6 +371,7 @@ def _card(
         "classes": [] if ctx.regression else list(ctx.classes),
         "task": ctx.task,
         **(_regression_card(ctx, fitted, manifest.attrs.get("label_scheme")) if ctx.regression else {}),
+        **({"dimensions": list(ctx.dimensions)} if ctx.task == "multitask" else {}),
         "label_scheme": manifest.attrs.get("label_scheme", "native-v1"),
         "trained_on": {"corpus": corpus_name(manifest), "manifest_hash": manifest_hash(manifest), **source},
         "augment": data.augment_record(),
@@ -607,12 +608,15 @@ class TrainedModel:
         from sertool.engine import predict_classes
 
         Xm = self.model_input(X, groups, statistics)
+        dims = None
         if self.task == "regression":
             values = np.asarray(self.estimator.predict(Xm), dtype=np.float64).reshape(-1)
             proba, labels = values[:, None], [f"{v:.4g}" for v in values]
         else:
             proba, labels = predict_classes(self.estimator, Xm, self.classes)
-        values = proba[:, 0] if self.task == "regression" else None
+            if self.task == "multitask":  # the dimensions beside the category
+                dims = np.asarray(self.estimator.predict_values(Xm), dtype=np.float64)
+        values = proba[:, 0] if self.task == "regression" else dims
         if self.guard is None:
             n = len(labels)
             return Prediction(
@@ -675,9 +679,9 @@ class Prediction:
         Whether the model has a guard (else ``in_distribution`` is all true and says nothing).
     constant : ndarray of bool, optional
         The model's answer equals its constant answer far from all data.
-    values : ndarray of shape (n,), optional
+    values : ndarray of shape (n,) or (n, k), optional
         A regression model's predicted values (then ``proba`` is the same numbers as one column and
-        ``labels`` their text).
+        ``labels`` their text), or a multi-task model's ``k`` dimensions (in the card's ``dimensions`` order).
     """
 
     proba: np.ndarray
@@ -931,7 +935,8 @@ def predict_files(
     ]
     parts = [X for _, X, _ in results if X is not None]
     regression = model.task == "regression"
-    outputs = [model.target] if regression else ["label"] + [f"proba__{c}" for c in model.classes]
+    dims = list(model.card.get("dimensions") or []) if model.task == "multitask" else []
+    outputs = [model.target] if regression else ["label"] + [f"proba__{c}" for c in model.classes] + dims
     columns = ["path", "start_s", "end_s", *outputs]
     columns += ["ood_score", "in_distribution"] + (["group"] if groups is not None or enroll else [])
     skipped = [s for _, _, s in results if s is not None] + skipped_enrol
@@ -952,6 +957,7 @@ def predict_files(
         else:
             row["label"] = pred.labels[i]
             row.update({f"proba__{c}": float(v) for c, v in zip(model.classes, pred.proba[i], strict=True)})
+            row.update({d: float(pred.values[i, j]) for j, d in enumerate(dims)})  # type: ignore[index]
         row["ood_score"] = round(float(pred.ood_score[i]), 4)
         row["in_distribution"] = bool(pred.in_distribution[i]) if pred.guarded else None
         if "group" in columns:

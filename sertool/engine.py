@@ -199,8 +199,8 @@ def open_onnx_engine(root: str | os.PathLike, card: dict[str, Any]) -> OnnxClass
 
 def engine_unavailable(card: dict[str, Any]) -> str:
     """Why a model card's model gets no graph ('' when it can have one)."""
-    if card.get("task") == "regression":
-        return "a regression model: its predicted values come from the estimator"
+    if card.get("task") in ("regression", "multitask"):
+        return f"a {card['task']} model: its predicted values come from the estimator"
     if card.get("normalize"):
         return (
             f"trained with --normalize {card['normalize']['column']}: each input is z-scored with its group's "

@@ -283,7 +283,11 @@ def create_app(model: Any, *, max_bytes: int = 20_000_000, transcriber: Any = No
                 text = transcriber(y)
             except Exception as exc:  # a transcript is a bonus: never lose the prediction over it
                 log.warning("transcription failed: %s", exc)
-        extra = {}
+        extra: dict[str, Any] = {}
+        if model.task == "multitask":  # the dimensions beside the category, on their own scales
+            dims = list(model.card.get("dimensions") or [])
+            extra["dimensions"] = {d: round(float(pred.values[0, j]), 4) for j, d in enumerate(dims)}  # type: ignore[index]
+            label += " (" + ", ".join(f"{d} {v:.3g}" for d, v in extra["dimensions"].items()) + ")"
         if model.task == "regression":
             span = model.card.get("target_values") or {}
             extra = {

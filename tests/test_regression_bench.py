@@ -220,3 +220,32 @@ def test_iemocap_dimensions_are_regression_targets_with_the_rated_values(tmp_pat
     np.testing.assert_allclose(pred["y_true"].to_numpy(), pred["utt_id"].map(rated).to_numpy(), atol=1e-4)
     board = pd.read_csv(next(results.glob("iemocap/*/leaderboard.csv")))
     assert board["ccc_mean"].max() > 0.8
+
+
+def test_the_ccc_head_is_saved_without_pickle_and_predicts_as_fitted(corpus, bench, tmp_path):
+    csv, _ = corpus
+    _, cache = bench
+    out = tmp_path / "ccc"
+    code = main(
+        [
+            "train", "--corpus", "csv", "--csv", str(csv), "--root", str(csv.parent), "--target", "pitch_level",
+            "--features", "handcrafted94", "--model", "ccc_head", "--out", str(out), "--cache", str(cache),
+            "--jobs", "1", "--model-params", json.dumps({"max_epochs": 40, "hidden": [32]}),
+        ]
+    )  # fmt: skip
+    assert (
+        code == EXIT_OK and (out / "weights.safetensors").is_file() and not (out / "estimator.skops").exists()
+    )
+    model = load_model(out, cache=cache)
+    fresh = [110.0 * 2**k for k in np.linspace(0.1, 1.9, 10)]
+    paths = [
+        write_audio(tmp_path / f"t{i}.wav", tone(1.0, freq=f, amp=0.2, seed=300 + i))
+        for i, f in enumerate(fresh)
+    ]
+    df, _ = predict_files(model, paths, jobs=1)
+    # the reloaded head is the fitted one: its answers equal the head's own on the same features
+    from sertool.data.audio import load_audio
+
+    X = model.features([load_audio(p) for p in paths])
+    np.testing.assert_allclose(df["pitch_level"].to_numpy(), model.estimator.predict(X), rtol=1e-5)
+    assert ccc([_pitch_level(f) for f in fresh], df["pitch_level"]) > 0.6

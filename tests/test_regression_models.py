@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import pickle
 import sys
 
@@ -242,3 +243,42 @@ def test_ccc_head_sklearn_contract(data):
         clone(est).set_params(batch_size=1).fit(Xtr, ytr)
     with pytest.raises(ParameterError, match="NaN"):
         clone(est).fit(Xtr, np.where(np.arange(len(ytr)) == 3, np.nan, ytr))
+
+
+@needs_torch
+def test_ccc_head_weights_round_trip_without_pickle(data, tmp_path):
+    """export_weights -> safetensors file + JSON attributes -> a fresh estimator predicts the same."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    Xtr, ytr, Xte, _ = data
+    params = {"hidden": (16, 8), "max_epochs": 8, "patience": 3, "n_threads": 1}
+    with pytest.raises(NotFittedError):
+        make_estimator("ccc_head", seed=0, **params).export_weights()
+    est = make_estimator("ccc_head", seed=0, **params)
+    est.fit(Xtr[:160], 50 + 10 * ytr[:160], X_valid=Xtr[160:], y_valid=50 + 10 * ytr[160:])
+    tensors, fitted = est.export_weights()
+    assert all(t.device.type == "cpu" and t.is_contiguous() for t in tensors.values())
+    assert tensors["fitted.x_mean_"].dtype == tensors["fitted.x_scale_"].dtype == torch.float32
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    fitted = json.loads(json.dumps(fitted, allow_nan=False))  # plain JSON
+    loaded = load_file(str(tmp_path / "model.safetensors"))
+
+    back = make_estimator("ccc_head", seed=0, **params).import_weights(loaded, fitted)
+    assert not back.module_.training and back.device_ == "cpu"
+    np.testing.assert_array_equal(back.predict(Xte), est.predict(Xte))
+    np.testing.assert_array_equal(back.x_mean_, est.x_mean_)
+    np.testing.assert_array_equal(back.x_scale_, est.x_scale_)
+    assert (back.y_mean_, back.y_scale_) == (est.y_mean_, est.y_scale_)  # float64, exactly
+    assert (back.n_features_in_, back.best_epoch_, back.n_iter_) == (20, est.best_epoch_, est.n_iter_)
+    with pytest.raises(ValueError, match="features"):
+        back.predict(Xte[:, :5])
+
+    for hidden in [(32, 8), (16,), (16, 8, 4)]:  # other widths or depth: the state does not fit
+        with pytest.raises(ParameterError, match="do not fit"):
+            make_estimator("ccc_head", seed=0, **{**params, "hidden": hidden}).import_weights(loaded, fitted)
+    incomplete = {k: v for k, v in loaded.items() if k != "fitted.x_scale_"}
+    with pytest.raises(ParameterError, match="x_scale_"):
+        make_estimator("ccc_head", seed=0, **params).import_weights(incomplete, fitted)
+    with pytest.raises(ParameterError, match="y_mean"):
+        make_estimator("ccc_head", seed=0, **params).import_weights(loaded, {"n_features_in": 20})

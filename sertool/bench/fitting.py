@@ -546,21 +546,24 @@ class FitContext:
     speaker_independent: bool = True
     calibrate: str | None = None
     task: str = "classification"
-    values: dict[str, float] = field(default_factory=dict)
+    values: dict[str, Any] = field(default_factory=dict)
+    dimensions: tuple[str, ...] = ()
 
     @classmethod
     def from_manifest(cls, manifest: pd.DataFrame, **settings: Any) -> FitContext:
         """Classes in canonical order and the label / speaker of every utterance of ``manifest``; for a
         regression target (:func:`sertool.data.targets.task_of`) also every utterance's value, and ``classes``
         are the value's quantile bins (stratification only)."""
-        from sertool.data.targets import VALUE_COLUMN, task_of
+        from sertool.data.targets import DIM_PREFIX, VALUE_COLUMN, dimension_columns, task_of
 
         task = task_of(manifest)
-        values = (
-            dict(zip(manifest["utt_id"], manifest[VALUE_COLUMN].astype(float), strict=True))
-            if task == "regression"
-            else {}
-        )
+        dims = tuple(dimension_columns(manifest)) if task == "multitask" else ()
+        values: dict[str, Any] = {}
+        if task == "regression":
+            values = dict(zip(manifest["utt_id"], manifest[VALUE_COLUMN].astype(float), strict=True))
+        elif dims:
+            block = manifest[[f"{DIM_PREFIX}{d}" for d in dims]].to_numpy(dtype=np.float64)
+            values = dict(zip(manifest["utt_id"], block, strict=True))
         return cls(
             classes=class_order(manifest["label"].tolist()),
             labels=dict(zip(manifest["utt_id"], manifest["label"], strict=True)),
@@ -570,6 +573,7 @@ class FitContext:
             else {},
             task=task,
             values=values,
+            dimensions=dims,
             **settings,
         )
 
@@ -582,7 +586,17 @@ class FitContext:
         """What a model is fitted on for ``ids``: label codes, or the regression target's values (float64)."""
         if self.regression:
             return np.asarray([self.values[u] for u in ids], dtype=np.float64)
+        if self.task == "multitask":  # (n, 1 + k): the label code, then the dimensions (NaN: no rating)
+            codes = self.encode(ids).astype(np.float64)[:, None]
+            dims = np.asarray([self.values[u] for u in ids], dtype=np.float64).reshape(len(ids), -1)
+            return np.hstack([codes, dims])
         return self.encode(ids)
+
+    def dimension_values(self, ids: Sequence[str]) -> np.ndarray:
+        """A multi-task run's dimensions of ``ids``, ``(n, k)`` (NaN: no rating)."""
+        return np.asarray([self.values[u] for u in ids], dtype=np.float64).reshape(
+            len(ids), len(self.dimensions)
+        )
 
     @property
     def encoder(self) -> Any:
@@ -696,9 +710,10 @@ def fit_unit(
             f"{mspec.name} is a {getattr(mspec, 'task', 'classification')} model; this run's target asks for "
             f"{ctx.task}"
         )
-    if ctx.regression and ctx.calibrate is not None:
+    if ctx.task != "classification" and ctx.calibrate is not None:
         raise ParameterError(
-            f"calibrate={ctx.calibrate!r} applies to class probabilities, not to a regression target"
+            f"calibrate={ctx.calibrate!r} applies to a classifier's probabilities, not to a {ctx.task} model "
+            "(a regression target)"
         )
     calibrate = check_calibrate(ctx.calibrate)
     if calibrate is not None and not valid:
@@ -733,7 +748,9 @@ def fit_unit(
             est,
             X_fit,
             y_fit,
-            sample_weight=None if ctx.regression else _balanced(y_fit, mspec),
+            sample_weight=None
+            if ctx.regression
+            else _balanced(y_fit[:, 0].astype(int) if y_fit.ndim == 2 else y_fit, mspec),
             fit_params=fit_params,
             threads=ctx.threads,
         )

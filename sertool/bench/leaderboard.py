@@ -151,6 +151,9 @@ FLOAT_FORMAT = "%.6g"
 #: The unit record version read here (an alias of :data:`sertool.bench.records.RECORD_SCHEMA`).
 SCHEMA = RECORD_SCHEMA
 RECALL_PREFIX = "recall__"
+#: Prefix of a multi-task unit's dimension metrics in :attr:`ResultSet.units` (``dim__ccc__arousal``); the
+#: board has their fold means and stds (``dim__ccc__arousal_mean``, ``_std``).
+DIM_METRIC_PREFIX = "dim__"
 PROBA_PREFIX = "proba__"
 GENDER_PREFIX = "ua_gender_"
 #: How many of the lowest-UA speakers ``worst_speakers`` names.
@@ -336,6 +339,9 @@ def _unit_row(record: UnitRecord, path: Path) -> dict[str, Any]:
         for key in ("ccc", "pearson", "mae", "rmse"):
             value = metrics.get(key)
             row[key] = math.nan if value is None else float(value)
+    for key, value in metrics.items():  # a multi-task unit's dimensions: ccc__arousal, mae__arousal, ...
+        if str(key).split("__", 1)[0] in ("ccc", "pearson", "mae", "rmse") and "__" in str(key):
+            row[DIM_METRIC_PREFIX + str(key)] = math.nan if value is None else float(value)
     return row
 
 
@@ -456,6 +462,47 @@ def _split_facts(results: ResultSet) -> _SplitFacts:
     )
 
 
+def _dimension_summary(units: pd.DataFrame) -> dict[str, Any]:
+    """A multi-task entry's dimension metrics: fold mean and sample std of each (empty for other entries)."""
+    out: dict[str, Any] = {}
+    for col in sorted(c for c in units.columns if str(c).startswith(DIM_METRIC_PREFIX)):
+        values = units[col].astype(float).dropna()
+        if values.empty:
+            continue
+        out[f"{col}_mean"] = float(values.mean())
+        out[f"{col}_std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+    return out
+
+
+def _dimensions_display(board: pd.DataFrame) -> tuple[list[str], list[list[str]], list[bool]] | None:
+    """The multi-task table (CCC, Pearson r, MAE per dimension, mean ± std over folds), or None."""
+    dims = sorted(
+        {c[len(DIM_METRIC_PREFIX + "ccc__") : -len("_mean")] for c in board.columns
+         if c.startswith(DIM_METRIC_PREFIX + "ccc__") and c.endswith("_mean")}
+    )  # fmt: skip
+    if not dims:
+        return None
+    header = ["#", "features", "model"]
+    for d in dims:
+        header += [f"CCC {d}", f"r {d}", f"MAE {d}"]
+    rows = []
+    for _, r in board.iterrows():
+        if pd.isna(r.get(f"{DIM_METRIC_PREFIX}ccc__{dims[0]}_mean")):
+            continue
+        cells = [str(r["rank"]), str(r["features"]), str(r["model"])]
+        for d in dims:
+            for key in ("ccc", "pearson", "mae"):
+                base = f"{DIM_METRIC_PREFIX}{key}__{d}"
+                cells.append(_pm(r.get(f"{base}_mean"), r.get(f"{base}_std", math.nan)))
+        rows.append(cells)
+    return header, rows, [True, False, False] + [True] * (3 * len(dims))
+
+
+_DIMENSIONS_CAPTION = (
+    "Dimensions (multi-task entries: CCC, Pearson r, MAE on the rated test clips, mean ± std over folds)"
+)
+
+
 def _fold_summary(entry: tuple[str, str], units: pd.DataFrame, split: _SplitFacts) -> dict[str, Any]:
     """The columns of one entry that come from its per-fold records: fold means and sample stds, mean fit
     time, seed(s), feature key(s), fold count and completeness."""
@@ -474,6 +521,7 @@ def _fold_summary(entry: tuple[str, str], units: pd.DataFrame, split: _SplitFact
         "corpus": split.corpus,
         "seed": int(seeds[0]) if len(seeds) == 1 and seeds[0].lstrip("-").isdigit() else ";".join(seeds),
         "complete": folds >= split.expected_folds,
+        **_dimension_summary(units),
         "feature_key": ";".join(sorted(set(units["feature_key"].astype(str)))),
     }
 
@@ -630,7 +678,8 @@ def _ranked(rows: list[dict[str, Any]]) -> pd.DataFrame:
     board.insert(0, "rank", np.arange(1, len(board) + 1))
     gender_cols = sorted(c for c in board.columns if c.startswith(GENDER_PREFIX))
     recall_cols = [c for c in board.columns if c.startswith(RECALL_PREFIX)]
-    return board[[*BOARD_COLUMNS, *EXTRA_COLUMNS, *gender_cols, *recall_cols]]
+    dim_cols = sorted(c for c in board.columns if c.startswith(DIM_METRIC_PREFIX))
+    return board[[*BOARD_COLUMNS, *EXTRA_COLUMNS, *gender_cols, *recall_cols, *dim_cols]]
 
 
 def _best_index(board: pd.DataFrame) -> int:
@@ -1004,6 +1053,10 @@ def leaderboard_markdown(board: pd.DataFrame, *, title: str = "") -> str:
     parts.append(_md_table(*_slices_display(board)))
     parts.append("## Per-class recall (pooled over folds)\n")
     parts.append(_md_table(*_recall_display(board)))
+    dims = _dimensions_display(board)
+    if dims is not None:
+        parts.append(f"## {_DIMENSIONS_CAPTION}\n")
+        parts.append(_md_table(*dims))
     layers = layerwise(board)
     if not layers.empty:
         parts.append("## Layer-wise UA (single-layer views; `layerwise.png`)\n")
@@ -1384,6 +1437,11 @@ def _leaderboard_html(
             _table(_CALIBRATION_CAPTION, _calibration_display(board), row_cls),
             _table(_SLICES_CAPTION, _slices_display(board), row_cls),
             _table("Per-class recall (pooled over folds)", _recall_display(board), row_cls),
+            *(
+                [_table(_DIMENSIONS_CAPTION, dims)]
+                if (dims := _dimensions_display(board)) is not None
+                else []
+            ),
         ],
         images=images,
         notes=_notes(meta),

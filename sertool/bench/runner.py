@@ -609,6 +609,8 @@ def _fit_score(
         pred.insert(2, "gender", [ctx.fit.genders.get(u, "") for u in test])
     for j, c in enumerate(ctx.fit.classes):
         pred[f"proba__{c}"] = proba[:, j].astype(np.float32)
+    if ctx.fit.task == "multitask":
+        metrics.update(_score_dimensions(ctx, fitted, data.rows(test), test, pred))
     verdict = _guard_test(ctx, data, fitted, test, proba, f"{view} / {name} fold {k}")
     if verdict is not None:
         pred["ood_score"] = verdict.ood_score.astype(np.float32)
@@ -616,6 +618,28 @@ def _fit_score(
     atomic_parquet(pred, ppath)
     _record(ctx, data, name, k, fitted, metrics, len(test), pred_s).write(jpath)
     return UnitResult(view, name, k, "done", metrics["ua"], metrics["wa"], fitted.fit_seconds + pred_s)
+
+
+def _score_dimensions(
+    ctx: _RunContext, fitted: Any, X: Any, test: list[str], pred: pd.DataFrame
+) -> dict[str, Any]:
+    """A multi-task unit's dimensions: each one's CCC, Pearson r, MAE and RMSE on the test clips that have
+    a rating (``ccc__<dim>``, ...); the true and predicted values join ``pred`` (``true__<dim>``,
+    ``pred__<dim>``)."""
+    from sertool.metrics_regression import regression_scores
+
+    truth = ctx.fit.dimension_values(test)
+    guess = np.asarray(fitted.estimator.predict_values(X), dtype=np.float64).reshape(truth.shape)
+    out: dict[str, Any] = {"dimensions": list(ctx.fit.dimensions)}
+    for j, dim in enumerate(ctx.fit.dimensions):
+        pred[f"true__{dim}"] = truth[:, j]
+        pred[f"pred__{dim}"] = guess[:, j]
+        rated = ~np.isnan(truth[:, j])
+        if rated.sum() < 2:
+            continue
+        scores = regression_scores(truth[rated, j], guess[rated, j])
+        out.update({f"{key}__{dim}": scores[key] for key in ("ccc", "pearson", "mae", "rmse")})
+    return out
 
 
 def _score_regression(

@@ -18,6 +18,10 @@ augmentation balances; models are fitted on the values (:func:`task_of` says whi
 emotion dimensions (:data:`DIMENSIONS`: ``arousal``, ``valence``, ``dominance``, ``activation``) are
 regression targets whenever they are numeric; any other numeric column with few values can be asked for as
 one: ``--target intensity:regression``.
+
+A category with dimensions, ``--target emotion+arousal+valence``, is a **multi-task** target (for models of
+task ``multitask``, e.g. ``mtl_head``): ``label`` is the category (stratification, UA) and each dimension's
+value is in ``target_value__<dim>`` (NaN where a clip has no rating).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ __all__ = [
     "VALUE_COLUMN",
     "apply_target",
     "candidate_targets",
+    "dimension_columns",
     "target_of",
     "task_of",
 ]
@@ -51,6 +56,8 @@ MAX_CLASSES = 20
 DIMENSIONS = frozenset({"arousal", "valence", "dominance", "activation"})
 #: Manifest column holding a regression target's value.
 VALUE_COLUMN = "target_value"
+#: Prefix of a multi-task manifest's dimension columns (``target_value__arousal``).
+DIM_PREFIX = "target_value__"
 #: Quantile bins of a regression target (its ``label``, for stratification only).
 N_BINS = 5
 #: Suffix of ``--target`` asking for a numeric column as a regression target.
@@ -71,9 +78,45 @@ def target_of(label_scheme: str | None) -> str:
 
 
 def task_of(manifest: pd.DataFrame) -> str:
-    """``"regression"`` for a manifest whose target is continuous (it has :data:`VALUE_COLUMN`), else
-    ``"classification"``."""
-    return "regression" if VALUE_COLUMN in manifest.columns else "classification"
+    """``"regression"`` for a manifest whose target is continuous (it has :data:`VALUE_COLUMN`),
+    ``"multitask"`` for a category with dimensions (:data:`DIM_PREFIX` columns), else ``"classification"``."""
+    if VALUE_COLUMN in manifest.columns:
+        return "regression"
+    return "multitask" if dimension_columns(manifest) else "classification"
+
+
+def dimension_columns(manifest: pd.DataFrame) -> list[str]:
+    """The dimensions of a multi-task manifest, in target order (``["arousal", "valence"]``)."""
+    order = manifest.attrs.get("dimensions")
+    found = [str(c)[len(DIM_PREFIX) :] for c in manifest.columns if str(c).startswith(DIM_PREFIX)]
+    return [d for d in order if d in found] if order else found
+
+
+def _multitask(manifest: pd.DataFrame, parts: list[str]) -> pd.DataFrame:
+    """``category+dim1+dim2``: the category as ``label`` (:func:`apply_target`), each dimension's value in
+    ``target_value__<dim>`` (NaN where a clip has no rating: masked out of that dimension)."""
+    first, dims = parts[0], parts[1:]
+    if len(set(dims)) != len(dims) or first in dims:
+        raise ParameterError(f"target {'+'.join(parts)!r} names a column twice")
+    for dim in dims:
+        if dim not in manifest.columns or not pd.api.types.is_numeric_dtype(manifest[dim]):
+            raise ParameterError(
+                f"multi-task target {'+'.join(parts)!r}: {dim!r} is not a numeric column of this manifest; "
+                f"numeric columns: {', '.join(c for c in manifest.columns if pd.api.types.is_numeric_dtype(manifest[c]) and c not in _NOT_TARGETS)}"
+            )
+    out = apply_target(manifest, first)
+    out = out.copy() if out is manifest else out
+    for dim in dims:
+        values = pd.to_numeric(out[dim], errors="coerce").astype(np.float64)
+        if values.notna().sum() < 2 or values.nunique() < 2:
+            raise ParameterError(f"multi-task target: dimension {dim!r} has fewer than two distinct values")
+        out[f"{DIM_PREFIX}{dim}"] = values
+    scheme = str(manifest.attrs.get("label_scheme", "native-v1"))
+    out.attrs = dict(manifest.attrs)
+    out.attrs["label_scheme"] = f"{scheme}:{'+'.join(parts)}"
+    out.attrs["target"] = "+".join(parts)
+    out.attrs["dimensions"] = list(dims)
+    return out
 
 
 def candidate_targets(manifest: pd.DataFrame) -> list[str]:
@@ -149,6 +192,8 @@ def apply_target(manifest: pd.DataFrame, target: str | None = DEFAULT_TARGET) ->
     name = DEFAULT_TARGET if target is None else str(target).strip()
     if name in ("", DEFAULT_TARGET):
         return manifest
+    if "+" in name:  # a category and its dimensions, for a multi-task model
+        return _multitask(manifest, [p.strip() for p in name.split("+")])
     forced = name.endswith(REGRESSION_SUFFIX)
     name = name.removesuffix(REGRESSION_SUFFIX)
     scheme = str(manifest.attrs.get("label_scheme", "native-v1"))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from importlib import import_module
 
-from sertool.models import classic, ensemble, regression
+from sertool.models import classic, ensemble, multitask, regression
 from sertool.models.classic import GMMClassifier
 from sertool.models.registry import (
     MODELS,
@@ -52,6 +52,7 @@ __all__ = [
     "get_model",
     "list_models",
     "make_estimator",
+    "multitask",
     "register_model",
     "regression",
     "resolve_models",

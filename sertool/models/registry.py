@@ -71,8 +71,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 FAMILIES: tuple[str, ...] = ("classic", "neural")
-#: What a model predicts: a class (``predict_proba`` over the encoded labels) or a number (``predict``).
-TASKS: tuple[str, ...] = ("classification", "regression")
+#: What a model predicts: a class (``predict_proba`` over the encoded labels), a number (``predict``), or
+#: both at once (``multitask``: ``predict_proba`` for the class and ``predict_values`` for the dimensions).
+TASKS: tuple[str, ...] = ("classification", "regression", "multitask")
 #: ``pooled``: one vector per utterance, shape ``(n, dim)``; ``frames``: a sequence per utterance.
 INPUT_KINDS: tuple[str, ...] = ("pooled", "frames")
 #: Words :func:`resolve_models` understands besides model names (so no model may be called this).
@@ -111,11 +112,13 @@ class ModelSpec:
         Extractor names the model is designed for (``("mfcc40",)`` for the MFCC CNN+transformer). Group
         selections (``all``, a family) run it only on those; named explicitly it runs on any features of its
         input kind. ``None``: any features of its kind.
-    task : {"classification", "regression"}
+    task : {"classification", "regression", "multitask"}
         What the model predicts: ``classification`` models are scikit-learn classifiers fitted on encoded
         labels (:func:`encode_labels`) with ``predict_proba``; ``regression`` models are regressors fitted on
-        a continuous target (``fit(X, y_float)``, ``predict`` -> floats). Group selections (``all``, a
-        family) keep the models of the run's task (:func:`resolve_models`).
+        a continuous target (``fit(X, y_float)``, ``predict`` -> floats); ``multitask`` models are fitted on
+        ``y`` of shape ``(n, 1 + k)`` (the label code, then ``k`` continuous dimensions) and give
+        ``predict_proba`` and ``predict_values`` (``(n, k)``). Group selections (``all``, a family) keep the
+        models of the run's task (:func:`resolve_models`).
     """
 
     name: str
@@ -128,7 +131,7 @@ class ModelSpec:
     param_grid: Mapping[str, Sequence[Any]] | None = field(default=None, hash=False, compare=False)
     features: tuple[str, ...] | None = None
     uses_validation: bool = False
-    task: Literal["classification", "regression"] = "classification"
+    task: Literal["classification", "regression", "multitask"] = "classification"
 
     def designed_for(self, extractor: str) -> bool:
         """Whether a group selection (``all``, a family) runs this model on features of ``extractor``."""
@@ -320,7 +323,7 @@ def resolve_models(
     input_kind : {"pooled", "frames"}, optional
         The kind of features at hand. Group tokens (``all``, families) keep only the models that read this
         kind; a model *named* explicitly that cannot read it is an error. ``None`` accepts every kind.
-    task : {"classification", "regression"}, optional
+    task : {"classification", "regression", "multitask"}, optional
         The run's task. Group tokens keep only the models of this task; a model *named* explicitly of the
         other task is an error. ``None`` (default): group tokens keep the classification models (what
         ``all`` meant before regression models existed) and named models of either task are accepted.

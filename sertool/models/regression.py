@@ -165,6 +165,65 @@ def _weighted_ccc_loss(pred: torch.Tensor, target: torch.Tensor, w: torch.Tensor
     return 1.0 - 2.0 * cov / (var_p + var_t + (mp - mt) ** 2 + 1e-8)
 
 
+#: Key prefix of the fitted standardisation arrays among the exported tensors (module keys never carry it).
+_STAT_PREFIX = "fitted."
+#: Fitted arrays :class:`CCCHead` exports as tensors (float32, shape (n_features,)).
+_CCC_STATS = ("x_mean_", "x_scale_")
+
+
+def _split_tensors(
+    tensors: dict[str, Any], stat_names: tuple[str, ...], name: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``tensors`` split into the module's state dict and the fitted arrays (``"fitted."`` keys)."""
+    if not isinstance(tensors, dict):
+        raise ParameterError(f"{name}: expected a dict of tensors, got {type(tensors).__name__}")
+    state = {k: v for k, v in tensors.items() if not k.startswith(_STAT_PREFIX)}
+    stats = {k[len(_STAT_PREFIX) :]: v for k, v in tensors.items() if k.startswith(_STAT_PREFIX)}
+    missing, unexpected = sorted(set(stat_names) - set(stats)), sorted(set(stats) - set(stat_names))
+    if missing or unexpected:
+        raise ParameterError(
+            f"{name}: stored fitted arrays do not fit: missing {missing}, unexpected {unexpected}"
+        )
+    return state, stats
+
+
+def _stat_array(t: Any, shape: tuple[int, ...], dtype: Any, what: str, name: str) -> np.ndarray:
+    """A stored fitted array as a numpy copy of ``dtype``, checked against ``shape`` and for finiteness."""
+    if not isinstance(t, torch.Tensor) or not t.is_floating_point() or tuple(t.shape) != shape:
+        got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+        raise ParameterError(f"{name}: stored {what} has shape/type {got}, expected float {shape}")
+    arr = t.detach().cpu().numpy().astype(dtype, copy=True)
+    if not np.all(np.isfinite(arr)):
+        raise ParameterError(f"{name}: stored {what} contains NaN or infinite values")
+    return arr
+
+
+def _feature_names(fitted: dict[str, Any], n: int, name: str) -> np.ndarray | None:
+    """The stored ``feature_names_in`` (None when fitted without column names)."""
+    names = fitted.get("feature_names_in")
+    if names is None:
+        return None
+    if not isinstance(names, list | tuple) or len(names) != n or not all(isinstance(c, str) for c in names):
+        raise ParameterError(f"{name}: stored feature_names_in is not a list of {n} strings")
+    return np.asarray(names, dtype=object)
+
+
+def _set_feature_names(est: Any, names: np.ndarray | None) -> None:
+    if names is None:
+        est.__dict__.pop("feature_names_in_", None)
+    else:
+        est.feature_names_in_ = names
+
+
+def _load_module(module: nn.Module, state: dict[str, Any], name: str) -> nn.Module:
+    """``module`` with ``state`` loaded (strict), in eval mode; a state that does not fit: ParameterError."""
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ParameterError(f"{name}: stored weights do not fit its parameters: {exc}") from None
+    return module.eval()
+
+
 class CCCHead(RegressorMixin, BaseEstimator):
     """A small torch MLP regressor on standardised pooled embeddings (registry name ``ccc_head``).
 
@@ -467,6 +526,92 @@ class CCCHead(RegressorMixin, BaseEstimator):
         with _torch_context(seed=int(self.seed), n_threads=self.n_threads, deterministic=True, device=device):
             z = self._forward_all(self.module_, Xs, device)
         return z * self.y_scale_ + self.y_mean_
+
+    # -- saving without pickle ----------------------------------------------------------------------------
+    def export_weights(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """The fitted head as tensors and JSON-safe attributes, for saving without pickle.
+
+        Returns
+        -------
+        tensors : dict of str to torch.Tensor
+            The module's state dict (CPU, contiguous copies, under its own keys such as ``"0.weight"``) and
+            the feature standardisation under ``"fitted.x_mean_"`` and ``"fitted.x_scale_"`` (float32, as
+            fitted): what ``safetensors`` stores.
+        fitted : dict
+            ``n_features_in``, ``y_mean``, ``y_scale`` (floats; JSON keeps a float exactly), ``best_epoch``,
+            ``n_iter`` and, when fitted on named columns, ``feature_names_in``: what :meth:`import_weights`
+            needs besides the estimator's parameters.
+
+        Raises
+        ------
+        sklearn.exceptions.NotFittedError
+            Before :meth:`fit`.
+        """
+        check_is_fitted(self, "module_")
+        tensors = {k: v.detach().cpu().clone().contiguous() for k, v in self.module_.state_dict().items()}
+        for name in _CCC_STATS:
+            tensors[_STAT_PREFIX + name] = torch.tensor(np.asarray(getattr(self, name), dtype=np.float32))
+        fitted: dict[str, Any] = {
+            "n_features_in": int(self.n_features_in_),
+            "y_mean": float(self.y_mean_),
+            "y_scale": float(self.y_scale_),
+            "best_epoch": int(getattr(self, "best_epoch_", 0)),
+            "n_iter": int(getattr(self, "n_iter_", 0)),
+        }
+        if hasattr(self, "feature_names_in_"):
+            fitted["feature_names_in"] = [str(c) for c in self.feature_names_in_]
+        return tensors, fitted
+
+    def import_weights(self, tensors: dict[str, torch.Tensor], fitted: dict[str, Any]) -> CCCHead:
+        """Rebuild a fitted head from :meth:`export_weights` output, on the CPU and in eval mode.
+
+        The estimator must carry the parameters it was trained with (the network's shape comes from
+        ``hidden``); ``history_`` is not restored.
+
+        Parameters
+        ----------
+        tensors : dict of str to torch.Tensor
+            As returned by :meth:`export_weights` (e.g. read back with ``safetensors.torch.load_file``).
+        fitted : dict
+            As returned by :meth:`export_weights` (e.g. after a JSON round trip).
+
+        Returns
+        -------
+        self
+
+        Raises
+        ------
+        ParameterError
+            torch missing, invalid parameters, or a stored state that does not fit them (layer shapes,
+            missing or unexpected tensors or attributes).
+        """
+        if torch is None:
+            raise ParameterError(
+                f"{type(self).__name__} needs torch, which is not installed ({_TORCH_MISSING})"
+            )
+        self._check_params()
+        name = type(self).__name__
+        state, stats = _split_tensors(tensors, _CCC_STATS, name)
+        try:
+            n = int(fitted["n_features_in"])
+            y_mean, y_scale = float(fitted["y_mean"]), float(fitted["y_scale"])
+            best_epoch, n_iter = int(fitted.get("best_epoch", 0)), int(fitted.get("n_iter", 0))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ParameterError(f"{name}: stored attributes are incomplete or invalid: {exc!r}") from None
+        if n < 1 or not (math.isfinite(y_mean) and math.isfinite(y_scale) and y_scale > 0):
+            raise ParameterError(
+                f"{name}: stored attributes are invalid (n_features_in={n}, y_mean={y_mean}, y_scale={y_scale})"
+            )
+        x_mean = _stat_array(stats["x_mean_"], (n,), np.float32, "x_mean_", name)
+        x_scale = _stat_array(stats["x_scale_"], (n,), np.float32, "x_scale_", name)
+        names = _feature_names(fitted, n, name)
+        module = _load_module(self._build(n), state, name)
+        self.n_features_in_, self.module_, self.device_ = n, module, "cpu"
+        self.x_mean_, self.x_scale_, self.y_mean_, self.y_scale_ = x_mean, x_scale, y_mean, y_scale
+        self.best_epoch_, self.n_iter_ = best_epoch, n_iter
+        _set_feature_names(self, names)
+        self.__dict__.pop("history_", None)  # a previous fit's history does not describe these weights
+        return self
 
     def __getstate__(self) -> dict[str, Any]:
         # Fitted modules are pickled on CPU so a model trained on a GPU loads anywhere.
