@@ -302,3 +302,28 @@ def test_a_normalised_model_is_refused_with_the_options_that_serve_it(demo_root,
     )  # fmt: skip
     with pytest.raises(ParameterError, match="--normalize-by folder"):
         create_app(load_model(out, cache=tmp_path / "c"), transcriber=lambda y: None)
+
+
+def test_api_and_page_of_a_regression_model(demo_root, tmp_path):
+    """A model of a continuous target answers a number on its training scale, the library's number."""
+    from sertool.data.targets import apply_target
+
+    demo = build_manifest("demo", demo_root).manifest
+    rng = np.random.default_rng(5)
+    manifest = apply_target(demo.assign(arousal=rng.uniform(1.0, 5.0, len(demo))), "arousal")
+    out = train_model(
+        manifest, features="handcrafted94", model="ridge", out=tmp_path / "m", cache=tmp_path / "c", jobs=1
+    )
+    reg = load_model(out, cache=tmp_path / "c")
+    clip = sorted(demo_root.rglob("*.wav"))[0]
+    with _running(create_app(reg, max_bytes=MAX_BYTES)) as url:
+        status, got = _post(url, clip.name, clip.read_bytes())
+        with urllib.request.urlopen(url + "/", timeout=30) as r:
+            page = r.read().decode()
+    assert status == 200, got
+    df, _ = predict_files(reg, [clip])
+    assert got["target"] == "arousal" and got["value"] == pytest.approx(df["arousal"].iloc[0], abs=1e-5)
+    assert got["probabilities"] == {} and got["label"].startswith("arousal ")
+    span = json.loads((out / "model.json").read_text())["target_values"]
+    assert got["range"] == [span["min"], span["max"]] and 1.0 <= span["min"] < span["max"] <= 5.0
+    assert "predicts arousal (regression)" in page
