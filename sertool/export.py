@@ -259,7 +259,8 @@ def _waveform_unsupported(model: Any, opset: int) -> str:
             name, f"{name}: computed by sertool"
         )
     if isinstance(model.extractor, WhisperExtractor):
-        return ""
+        pooling = getattr(model.extractor, "pooling", "mean")
+        return "" if pooling == "mean" else f"{name} pools {pooling!r}, the graph's encoder front end the mean"
     if isinstance(model.extractor, Mfcc40):
         return "" if opset >= 17 else "mfcc40's graph needs the STFT operator (opset >= 17)"
     if (model.card["extractor"].get("build_params") or {}).get("preprocess"):

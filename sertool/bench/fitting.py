@@ -84,7 +84,7 @@ def entry_name(mspec: Any, tune: bool) -> str:
 def feature_label(view: str, extractor: Any, augment: Any = None) -> str:
     """The leaderboard name of a view: ``handcrafted94``, ``handcrafted94~denoise-trim`` (preprocessed),
     ``mfcc40~aug-awgn`` (training parts augmented): what follows ``~`` are the run's signal transforms."""
-    label = view
+    label = view + str(getattr(extractor, "entry_tag", "") or "")
     pre = getattr(extractor, "preprocess", None)
     if pre:
         label += "~" + "-".join(step["name"] for step in pre)

@@ -7,6 +7,12 @@ convention; it equals ``last_hidden_state`` and CTranslate2's ``encode`` output)
 clip's valid encoder frames only (one frame per 20 ms; padding and silence beyond the clip are never pooled).
 Optional ``"frames"`` (``frame_layers=(...)``): float16, shape ``(n_selected_layers, T, dim)``.
 
+Pooling (``pooling``, part of the identity when not the default): ``"mean"`` (default) as above;
+``"meanstd"``: statistics pooling, each layer's mean over the valid frames followed by its standard deviation
+over them (population, float32), so ``"pooled"`` is ``(n_layers, 2 * dim)`` and :attr:`WhisperExtractor.dim` is
+``2 * d_model``; views select layers as before (``whisper-base@all``: 7 x 1024). Leaderboard entries of it are
+named ``<view>~meanstd``.
+
 Input modes (``mode``, part of the identity):
 
 ``"trimmed"`` (default)
@@ -92,6 +98,8 @@ MODES = ("trimmed", "padded30", "window<seconds>")
 PRECISIONS = ("auto", "float32", "bfloat16", "float16", "int8")
 #: Clips per forward pass on CUDA when ``batch_size`` is not given.
 DEFAULT_CUDA_BATCH = 128
+#: ``pooling`` choices: the mean over valid frames, or the mean and the standard deviation.
+POOLINGS = ("mean", "meanstd")
 
 #: Layers a plain ``whisper-<size>`` view uses (``None``: all layers concatenated). To be set from
 #: RAVDESS/TESS measurements. RAVDESS, whisper-base, trimmed, linear probe, speaker-independent 6-fold, mean
@@ -134,6 +142,21 @@ def autocast_for(device: Any, precision: str) -> Any:
     if precision == "auto":
         precision = "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
     return torch.autocast(device_type=device.type, dtype=getattr(torch, precision))
+
+
+def masked_std(h: Any, lengths: Any, mean: Any) -> Any:
+    """Population standard deviation over the first ``lengths[b]`` frames, given their ``mean`` (B, D).
+
+    Computed as ``sqrt(mean((h - mean)^2))`` over the valid frames in float32 (not ``E[h^2] - mean^2``, which
+    cancels badly for states with a large mean).
+    """
+    import torch
+
+    valid = (torch.arange(h.shape[1], device=h.device)[None, :] < lengths[:, None]).to(torch.float32)
+    with torch.autocast(device_type=h.device.type, enabled=False):
+        dev = (h.float() - mean[:, None, :]) * valid[:, :, None]
+        var = (dev * dev).sum(dim=1) / lengths.clamp(min=1).to(torch.float32)[:, None]
+        return var.sqrt()
 
 
 def masked_mean(h: Any, lengths: Any) -> Any:
@@ -329,6 +352,9 @@ class WhisperExtractor(Extractor):
         :class:`ParameterError`). Part of the identity unless float32.
     batch_size : int, optional
         Clips per forward pass (default 8 on CPU, ``DEFAULT_CUDA_BATCH`` = 128 on CUDA).
+    pooling : {"mean", "meanstd"}, optional
+        ``"mean"`` (default): each layer's mean over the valid frames; ``"meanstd"``: the mean followed by the
+        standard deviation (statistics pooling; ``dim`` doubles). Part of the identity when ``"meanstd"``.
     cache : path-like, optional
         Cache root for converted weights (default ``$SERTOOL_CACHE`` or ``~/.cache/sertool``).
     """
@@ -348,8 +374,12 @@ class WhisperExtractor(Extractor):
         device: str = "auto",
         precision: str = "auto",
         batch_size: int | None = None,
+        pooling: str = "mean",
         cache: str | os.PathLike | None = None,
     ) -> None:
+        if pooling not in POOLINGS:
+            raise ParameterError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        self.pooling = pooling
         if weights is None and size not in BUILTIN_WEIGHTS:
             raise ParameterError(
                 f"whisper-{size}: no offline weights for size {size!r} (offline: "
@@ -417,7 +447,14 @@ class WhisperExtractor(Extractor):
         precision = self.effective_precision()
         if precision != "float32":
             out["precision"] = precision
+        if self.pooling != "mean":  # mean-pooled keys stay what they were
+            out["pooling"] = self.pooling
         return out
+
+    @property
+    def entry_tag(self) -> str:
+        """What a leaderboard entry name adds for this extractor's output (``~meanstd``; ``""`` for the mean)."""
+        return "" if self.pooling == "mean" else f"~{self.pooling}"
 
     def decode_workers(self, jobs: int) -> int:
         """On CUDA, decode in ``jobs - 1`` processes (min 1, max 8): the GPU outruns one decoding thread
@@ -442,8 +479,8 @@ class WhisperExtractor(Extractor):
 
     @property
     def dim(self) -> int:
-        """Encoder width (384 tiny, 512 base, ...)."""
-        return self._d_model
+        """Width of one pooled layer: the encoder width (384 tiny, 512 base, ...), doubled by ``meanstd``."""
+        return self._d_model * (2 if self.pooling == "meanstd" else 1)
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle without the loaded model (it is reloaded lazily)."""
@@ -599,7 +636,13 @@ class WhisperExtractor(Extractor):
                 masked = self.mode == "trimmed"
                 with autocast_for(self._device, self.precision):
                     states = self.encode(mel, valid if masked else None)
-                    pooled = torch.stack([masked_mean(h, valid) for h in states], dim=1).cpu().numpy()
+                    means = [masked_mean(h, valid) for h in states]
+                    if self.pooling == "meanstd":
+                        means = [
+                            torch.cat([m, masked_std(h, valid, m)], dim=-1)
+                            for m, h in zip(means, states, strict=True)
+                        ]
+                    pooled = torch.stack(means, dim=1).cpu().numpy()
                     sel = None
                     if self.frame_layers:
                         t_valid = max(f[1] for f in frames)  # copy back the clips' frames, not the padding
