@@ -249,3 +249,21 @@ def test_the_ccc_head_is_saved_without_pickle_and_predicts_as_fitted(corpus, ben
     X = model.features([load_audio(p) for p in paths])
     np.testing.assert_allclose(df["pitch_level"].to_numpy(), model.estimator.predict(X), rtol=1e-5)
     assert ccc([_pitch_level(f) for f in fresh], df["pitch_level"]) > 0.6
+
+
+def test_a_speaker_normalised_regression_entry_is_named_transductive(corpus, bench, tmp_path):
+    csv, _ = corpus
+    _, cache = bench
+    code = main(
+        [
+            "bench", "--corpus", "csv", "--csv", str(csv), "--root", str(csv.parent), "--target", "pitch_level",
+            "--features", "handcrafted94", "--models", "ridge", "--split", "speaker-3fold", "--normalize",
+            "speaker", "--results", str(tmp_path), "--cache", str(cache), "--jobs", "1", "--unit-jobs", "1",
+        ]
+    )  # fmt: skip
+    assert code == EXIT_OK
+    board = pd.read_csv(next(tmp_path.glob("csv/*/leaderboard.csv")))
+    assert board["protocol"].tolist() == ["speaker-independent, transductive"]
+    assert (
+        "handcrafted94~norm-speaker (transductive)" in next(tmp_path.glob("csv/*/leaderboard.md")).read_text()
+    )

@@ -167,7 +167,8 @@ def build_regression_board(
                 **_pooled_part(pooled[(feat, model)], n_boot=n_boot, alpha=alpha, seed=seed),
                 "corpus": split.corpus,
                 "split_id": split.split_id,
-                "protocol": split.protocol,
+                # the split's protocol; an entry normalised with its test speakers' statistics says so
+                "protocol": str(part["protocol"].iloc[0]),
                 "label_scheme": split.label_scheme,
             }
         )
@@ -234,7 +235,8 @@ def _display(board: pd.DataFrame) -> tuple[list[str], list[list[str]], list[bool
             ci = f"[{_num(r.ccc_ci_low)}, {_num(r.ccc_ci_high)}]"
         rows.append(
             [
-                str(r.rank), r.features, r.model, f"{r.folds}" + ("" if r.complete else " (incomplete)"),
+                str(r.rank), r.features + (" (transductive)" if "transductive" in str(r.protocol) else ""),
+                r.model, f"{r.folds}" + ("" if r.complete else " (incomplete)"),
                 _pm(r.ccc_mean, r.ccc_std), f"{_num(r.ccc_pooled)} {ci}", _pm(r.pearson_mean, r.pearson_std),
                 _pm(r.mae_mean, r.mae_std), _pm(r.rmse_mean, r.rmse_std), _pval(r.p_vs_best_holm),
                 "" if math.isnan(r.flagged) else f"{100 * r.flagged:.1f}%", _num(r.ccc_accepted),
