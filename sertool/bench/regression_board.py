@@ -118,6 +118,44 @@ def _pooled_part(pred: pd.DataFrame, *, n_boot: int, alpha: float, seed: int) ->
     return out
 
 
+def _fill_p_vs_best(
+    board: pd.DataFrame, pooled: dict[tuple[str, str], pd.DataFrame], split: Any, *, seed: int
+) -> tuple[str, str]:
+    """Set ``p_vs_best`` (paired randomisation test of each entry's pooled CCC against the first row's, on the
+    clips both predicted) and ``p_vs_best_holm`` in place; returns the best entry."""
+    from sertool.metrics import correct_pvalues
+    from sertool.metrics_regression import paired_ccc_test
+
+    board["p_vs_best"] = math.nan
+    board["p_vs_best_holm"] = math.nan
+    best = (board["features"].iloc[0], board["model"].iloc[0])
+    raw: dict[int, float] = {}
+    for i, (feat, model) in enumerate(zip(board["features"], board["model"], strict=True)):
+        if i == 0:
+            continue
+        both = pooled[best].merge(
+            pooled[(feat, model)], on="utt_id", suffixes=("_b", "_o"), validate="one_to_one"
+        )
+        if both.empty:
+            continue
+        if not np.allclose(both["y_true_b"], both["y_true_o"]):
+            raise ResultsError(
+                f"{split.where}: {best} and {(feat, model)} disagree on the true value of a clip"
+            )
+        raw[i] = paired_ccc_test(
+            both["y_true_b"].to_numpy(float),
+            both["y_pred_b"].to_numpy(float),
+            both["y_pred_o"].to_numpy(float),
+            seed=seed,
+            groups=both["speaker_b"].to_numpy() if split.speaker_independent else None,
+        )
+    if raw:
+        keys = sorted(raw)
+        board.loc[keys, "p_vs_best"] = [raw[k] for k in keys]
+        board.loc[keys, "p_vs_best_holm"] = correct_pvalues([raw[k] for k in keys], method="holm")
+    return best
+
+
 def build_regression_board(
     results: Any, *, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
 ) -> pd.DataFrame:
@@ -147,8 +185,6 @@ def build_regression_board(
     """
     from sertool.bench.leaderboard import _split_facts
     from sertool.data.targets import target_of
-    from sertool.metrics import correct_pvalues
-    from sertool.metrics_regression import paired_ccc_test
 
     split = _split_facts(results)
     units = results.units
@@ -177,33 +213,7 @@ def build_regression_board(
         ["complete", "ccc_mean", "features", "model"], ascending=[False, False, True, True], kind="mergesort"
     ).reset_index(drop=True)
     board.insert(0, "rank", np.arange(1, len(board) + 1))
-    board["p_vs_best"] = math.nan
-    board["p_vs_best_holm"] = math.nan
-    best = (board["features"].iloc[0], board["model"].iloc[0])
-    raw: dict[int, float] = {}
-    for i, (feat, model) in enumerate(zip(board["features"], board["model"], strict=True)):
-        if i == 0:
-            continue
-        both = pooled[best].merge(
-            pooled[(feat, model)], on="utt_id", suffixes=("_b", "_o"), validate="one_to_one"
-        )
-        if both.empty:
-            continue
-        if not np.allclose(both["y_true_b"], both["y_true_o"]):
-            raise ResultsError(
-                f"{split.where}: {best} and {(feat, model)} disagree on the true value of a clip"
-            )
-        raw[i] = paired_ccc_test(
-            both["y_true_b"].to_numpy(float),
-            both["y_pred_b"].to_numpy(float),
-            both["y_pred_o"].to_numpy(float),
-            seed=seed,
-            groups=both["speaker_b"].to_numpy() if split.speaker_independent else None,
-        )
-    if raw:
-        keys = sorted(raw)
-        board.loc[keys, "p_vs_best"] = [raw[k] for k in keys]
-        board.loc[keys, "p_vs_best_holm"] = correct_pvalues([raw[k] for k in keys], method="holm")
+    best = _fill_p_vs_best(board, pooled, split, seed=seed)
     board = board[REGRESSION_COLUMNS]
     board.attrs.update(
         corpus=split.corpus,
