@@ -47,8 +47,8 @@ REGRESSION_COLUMNS = [
     "p_vs_best", "p_vs_best_holm", "flagged", "ccc_accepted", "n",
     "fit_seconds", "corpus", "split_id", "protocol", "label_scheme",
 ]  # fmt: skip
-#: Entries drawn in the scatter plot.
-N_SCATTER = 12
+#: Entries drawn in the scatter plot (every entry of a board up to this many, best first).
+N_SCATTER = 24
 _METRICS = ("ccc", "pearson", "mae", "rmse")
 
 
