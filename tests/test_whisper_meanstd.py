@@ -75,3 +75,29 @@ def test_pooling_is_part_of_the_key_and_the_entry_name(tiny_dir, tmp_path):
     )
     assert _waveform_unsupported(SimpleNamespace(**vars(model), extractor=mean_only), 17) == ""
     assert "meanstd" in _waveform_unsupported(SimpleNamespace(**vars(model), extractor=stats), 17)
+
+
+def test_frames_of_every_layer_are_opt_in_and_their_size_is_announced(tiny_dir, tmp_path, caplog):
+    import logging
+
+    import pandas as pd
+
+    from sertool.features.extract import _announce_frames
+
+    every = WhisperExtractor("tiny-test", weights=tiny_dir, cache=tmp_path, device="cpu", frame_layers="all")
+    assert every.frame_layers == tuple(range(every.n_layers))
+    clips = [tone(d, freq=200.0, seed=i) for i, d in enumerate([0.5, 1.3, 2.0])]
+    outs = every.extract_batch(clips)
+    for out in outs:
+        assert out["frames"].shape[0] == every.n_layers and out["frames"].dtype == np.float16
+        np.testing.assert_allclose(out["frames"].astype(np.float32).mean(axis=1), out["pooled"], atol=2e-3)
+    # the announced size is what the frames weigh
+    durations = [len(y) / 16000 for y in clips]
+    assert every.frames_bytes(durations) == sum(o["frames"].nbytes for o in outs)
+    assert (
+        WhisperExtractor("tiny-test", weights=tiny_dir, cache=tmp_path, frame_layers=None).frames_bytes([1.0])
+        == 0
+    )
+    with caplog.at_level(logging.WARNING, logger="sertool.features.extract"):
+        _announce_frames(every, pd.DataFrame({"duration_s": durations}))
+    assert f"frames of {every.n_layers} layer(s)" in caplog.text and "GiB in the cache" in caplog.text

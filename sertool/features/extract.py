@@ -775,6 +775,21 @@ def _finish(
     return report
 
 
+def _announce_frames(extractor: Extractor, missing: pd.DataFrame) -> None:
+    """Say what the frame sequences about to be cached will cost on disk (extractors that store frames of
+    several layers: ``frame_layers="all"`` multiplies one layer's size by the layer count)."""
+    size = getattr(extractor, "frames_bytes", None)
+    if size is None or missing.empty or "duration_s" not in missing:
+        return
+    n_bytes = size(missing["duration_s"].to_numpy())
+    if n_bytes:
+        layers = getattr(extractor, "frame_layers", None) or ()
+        (log.warning if len(layers) > 1 else log.info)(
+            "%s: frames of %d layer(s) %s for %d clips: about %.2f GiB in the cache (float16)",
+            extractor.key, len(layers), list(layers), len(missing), n_bytes / 2**30,
+        )  # fmt: skip
+
+
 def extract_features(
     manifest: pd.DataFrame,
     extractor: Extractor,
@@ -844,6 +859,7 @@ def extract_features(
         len(plan.tasks),
         plan.describe(),
     )
+    _announce_frames(extractor, missing)
     records: list[WarningRecord] = []
     with library_warnings.capturing():  # library warnings are recorded with their clips, in every backend
         results = _run(extractor, plan, min_duration)

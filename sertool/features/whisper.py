@@ -338,11 +338,13 @@ class WhisperExtractor(Extractor):
         Built-in name, CTranslate2 folder, Hugging Face folder or hub id (default: the built-in ``size``).
     mode : str, optional
         ``"trimmed"`` (default), ``"padded30"`` or ``"window<seconds>"``.
-    frame_layers : sequence of int, "auto" or None, optional
+    frame_layers : sequence of int, "auto", "all" or None, optional
         Layers whose frame sequences are returned as ``"frames"`` (float16). ``"auto"`` (default) keeps the
         middle layer ``n_layers // 2 + 1`` (layer 4 of base's 0..6, 3 of tiny.en's 0..4): the sequence heads
         (ser_whisper, attn_pool, qkv_pool) read it, and intermediate layers matched or beat the last one in
-        the attentive-pooling study and in our pooled probes. ``None`` stores no frames.
+        the attentive-pooling study and in our pooled probes. ``"all"``: every layer (opt-in: 7x the cache of
+        one layer for base; :meth:`frames_bytes` says how much, and ``sertool features`` prints it before
+        extracting). ``None`` stores no frames.
     device : str, optional
         ``"auto"`` (default), ``"cpu"``, ``"cuda"``.
     precision : str, optional
@@ -413,11 +415,13 @@ class WhisperExtractor(Extractor):
         self.n_layers = int(cfg.encoder_layers) + 1
         self.default_layers = DEFAULT_LAYERS.get(size) if weights is None else None
         if isinstance(frame_layers, str):
-            if frame_layers != "auto":
+            if frame_layers not in ("auto", "all"):
                 raise ParameterError(
-                    f"frame_layers must be 'auto', None or layer indices, got {frame_layers!r}"
+                    f"frame_layers must be 'auto', 'all', None or layer indices, got {frame_layers!r}"
                 )
-            frame_layers = (self.n_layers // 2 + 1,)
+            frame_layers = (
+                (self.n_layers // 2 + 1,) if frame_layers == "auto" else tuple(range(self.n_layers))
+            )
         if frame_layers is not None:
             frame_layers = tuple(int(i) for i in frame_layers)
             bad = [i for i in frame_layers if not 0 <= i < self.n_layers]
@@ -455,6 +459,16 @@ class WhisperExtractor(Extractor):
     def entry_tag(self) -> str:
         """What a leaderboard entry name adds for this extractor's output (``~meanstd``; ``""`` for the mean)."""
         return "" if self.pooling == "mean" else f"~{self.pooling}"
+
+    def frames_bytes(self, duration_s: Any) -> int:
+        """Bytes the float16 ``"frames"`` of clips of these durations take in the cache (0 without frames):
+        one frame per 20 ms (at most 30 s; ``padded30`` and ``window<S>`` store the clip's valid frames too),
+        ``len(frame_layers) x d_model`` values each."""
+        if not self.frame_layers:
+            return 0
+        seconds = np.minimum(np.asarray(duration_s, dtype=np.float64), N_SAMPLES / SR)
+        frames = np.ceil(np.ceil(seconds * SR / HOP) / 2).sum()
+        return int(frames * len(self.frame_layers) * self._d_model * 2)
 
     def decode_workers(self, jobs: int) -> int:
         """On CUDA, decode in ``jobs - 1`` processes (min 1, max 8): the GPU outruns one decoding thread
