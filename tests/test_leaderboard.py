@@ -235,6 +235,7 @@ def test_a_written_unit_record_is_read_back_with_its_values(tmp_path: Path) -> N
         "device": "cuda:0",
         "tuned": True,
         "confusion": [[2, 0, 0, 0], [1, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 1]],
+        "layer_weights": None,
         "provenance": '{"git_commit": "abc1234", "packages": {"numpy": "2.4.6"}, "platform": "Linux-x", '
         '"python": "3.11.7", "sertool": "0.2.0"}',
         "created": "2026-12-01T10:00:00Z",
@@ -579,3 +580,21 @@ def test_provenance_json_beside_the_board(board: pd.DataFrame, results_root: Pat
     assert sorted(prov["entries"]) == sorted(f"{f} / {m}" for f in FEATURES for m in MODELS)
     assert prov["entries"]["mfcc40 / svm"]["n_units"] == 3
     assert prov["entries"]["mfcc40 / svm"]["feature_keys"] == ["mfcc40/v1-abcdef1234"]
+
+
+def test_learned_layer_weights_are_drawn_from_the_unit_records(tmp_path):
+    """Frame heads over stacked layers store their learned weights per fold; the board draws them."""
+    from sertool.bench.leaderboard import ResultSet, learned_layer_weights, plot_layer_weights
+
+    units = pd.DataFrame(
+        {
+            "features": ["whisper-base@all"] * 2 + ["handcrafted94"],
+            "model": ["attn_pool"] * 2 + ["svm"],
+            "fold": [1, 0, 0],
+            "layer_weights": [[0.1, 0.2, 0.7], [0.2, 0.2, 0.6], None],
+        }
+    )
+    learned = learned_layer_weights(ResultSet(tmp_path, units))
+    assert list(learned) == ["whisper-base@all / attn_pool"]
+    np.testing.assert_allclose(learned["whisper-base@all / attn_pool"], [[0.2, 0.2, 0.6], [0.1, 0.2, 0.7]])
+    assert plot_layer_weights(learned)[:8] == b"\x89PNG\r\n\x1a\n"

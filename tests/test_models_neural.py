@@ -420,3 +420,35 @@ EXPECTED_FAILED = {
 )
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
+
+
+# ------------------------------------------------------------------------------------------------ layer weighting
+@pytest.mark.parametrize("name", ["attn_pool", "qkv_pool", "ser_whisper"])
+def test_stacked_layers_are_weighted_by_learned_softmax_weights(name, frames_data):
+    """Three layers side by side, only the last one informative: the learned weights sum to one, start
+    uniform, and move towards that layer."""
+    from sertool.bench.runner import _learned_layer_weights
+    from sertool.models.neural import _LayerWeighted
+
+    rng = np.random.default_rng(3)
+
+    def stack(seqs):
+        return [
+            np.hstack([rng.normal(0, 1, s.shape), rng.normal(0, 1, s.shape), s]).astype(np.float32)
+            for s in seqs
+        ]
+
+    Xtr, ytr, Xte, yte = frames_data
+    est = make(name, stacked_layers=3, max_epochs=20).fit(stack(Xtr), ytr)
+    weights = est.layer_weights_
+    assert weights.shape == (3,) and weights.sum() == pytest.approx(1.0, abs=1e-6)
+    assert weights.argmax() == 2 and weights[2] > 1 / 3 + 0.02  # learned, from the uniform start
+    assert isinstance(est.module_.body, _LayerWeighted)
+    assert _LayerWeighted(3, torch.nn.Identity()).weights.tolist() == pytest.approx([1 / 3] * 3)
+    assert _learned_layer_weights(est) == pytest.approx(
+        weights.tolist(), abs=1e-6
+    )  # what a unit record stores
+    assert (est.predict(stack(Xte)) == yte).mean() > 0.6
+    assert make(name).fit(Xtr[:30], ytr[:30]).layer_weights_ is None  # one representation: no weighting
+    with pytest.raises(ParameterError, match="stacked_layers=3 does not divide the frame dimension 8"):
+        make(name, stacked_layers=3).fit(Xtr[:30], ytr[:30])

@@ -327,6 +327,7 @@ def _unit_row(record: UnitRecord, path: Path) -> dict[str, Any]:
         "device": record.device,
         "tuned": bool(record.tuned),
         "confusion": metrics.get("confusion"),
+        "layer_weights": record.layer_weights,
         "provenance": json.dumps(record.provenance, sort_keys=True, default=str),
         "created": str(record.created),
         "split_dir": str(ResultsLayout.split_dir_of(path)),
@@ -1349,6 +1350,39 @@ def _table(
     }
 
 
+def learned_layer_weights(results: ResultSet) -> dict[str, np.ndarray]:
+    """``"<features> / <model>"`` -> the learned layer weights of its folds, ``(n_folds, n_layers)``, for the
+    entries whose unit records hold them (frame heads with ``stacked_layers > 1``)."""
+    units = results.units
+    if "layer_weights" not in units:
+        return {}
+    out: dict[str, np.ndarray] = {}
+    for (feat, model), part in units.groupby(["features", "model"], sort=True):
+        rows = [w for w in part.sort_values("fold")["layer_weights"] if isinstance(w, list | tuple) and w]
+        if rows and len({len(w) for w in rows}) == 1:
+            out[f"{feat} / {model}"] = np.asarray(rows, dtype=np.float64)
+    return out
+
+
+def plot_layer_weights(learned: dict[str, np.ndarray]) -> bytes:
+    """One line per entry: the mean learned weight of each layer over folds, with the folds' range."""
+    fig = _new_figure(6.5, 3.6)
+    ax = fig.add_subplot(1, 1, 1)
+    for name, w in learned.items():
+        x = np.arange(w.shape[1])
+        mean = w.mean(axis=0)
+        ax.errorbar(
+            x, mean, yerr=[mean - w.min(axis=0), w.max(axis=0) - mean], marker="o", capsize=3, label=name
+        )
+    n = max(w.shape[1] for w in learned.values())
+    ax.axhline(1.0 / n, color="#888888", linestyle="--", linewidth=1, label="uniform (the start)")
+    ax.set_xlabel("layer")
+    ax.set_ylabel("softmax weight")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _png_bytes(fig)
+
+
 def _write_plots(
     board: pd.DataFrame, results: ResultSet, out: Path, meta: dict[str, Any]
 ) -> tuple[dict[str, Path], list[tuple[str, bytes]]]:
@@ -1382,6 +1416,12 @@ def _write_plots(
         put("layerwise", out / "layerwise.png", "UA per encoder layer", png)
     else:  # a plot left by an earlier render must not stand beside a board it does not describe
         (out / "layerwise.png").unlink(missing_ok=True)
+    learned = learned_layer_weights(results)
+    if learned:
+        caption = "Learned layer weights of frame heads over stacked layers (mean and range over folds)"
+        put("layer_weights", out / "layer_weights.png", caption, plot_layer_weights(learned))
+    else:
+        (out / "layer_weights.png").unlink(missing_ok=True)
     classes = [c[len(RECALL_PREFIX) :] for c in board.columns if c.startswith(RECALL_PREFIX)]
     (out / "confusion").mkdir(exist_ok=True)
     for r in board.itertuples(index=False):

@@ -149,6 +149,7 @@ class UnitRecord:
     provenance: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     task: str = "classification"
+    layer_weights: list[float] | None = None
     schema: int = RECORD_SCHEMA
 
     def to_dict(self) -> dict[str, Any]:

@@ -700,6 +700,12 @@ def _guard_test(
     return None if guard is None else guard.assess(data.rows(test), proba)
 
 
+def _learned_layer_weights(est: Any) -> list[float] | None:
+    """A frame head's learned weighting of stacked layers (``stacked_layers > 1``), for the unit record."""
+    weights = getattr(est, "layer_weights_", None)
+    return None if weights is None else [round(float(w), 6) for w in weights]
+
+
 def _record(
     ctx: _RunContext,
     data: ViewData,
@@ -727,6 +733,7 @@ def _record(
         seed=ctx.fit.seed,
         classes=[] if ctx.fit.regression else list(ctx.fit.classes),
         task=ctx.fit.task,
+        layer_weights=_learned_layer_weights(fitted.base_estimator),
         n_train=len(fitted.fit_ids),
         n_augmented=fitted.n_augmented,
         augment=data.augment_record(),

@@ -82,8 +82,10 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -412,6 +414,54 @@ class _SERWhisperBody(nn.Module):
         return self.out(masked_mean(h, mask))
 
 
+class _LayerWeighted(nn.Module):
+    """The SUPERB weighted sum of stacked layers in front of a frame head's body.
+
+    Input frames ``(B, T, L * d)`` hold ``L`` layers side by side (a view of several layers, e.g.
+    ``whisper-base@all``); the module reshapes them to ``(B, T, L, d)``, weights the layers with
+    ``softmax(logits)`` (learned; initialised to zeros, i.e. uniform) and sums them to ``(B, T, d)``, which
+    the body reads.
+    """
+
+    def __init__(self, n_layers: int, body: nn.Module) -> None:
+        super().__init__()
+        self.n_layers = n_layers
+        self.logits = nn.Parameter(torch.zeros(n_layers))
+        self.body = body
+
+    @property
+    def weights(self) -> torch.Tensor:
+        """The layer weights (they sum to one)."""
+        return torch.softmax(self.logits, dim=0)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        b, t, f = x.shape
+        x = x.reshape(b, t, self.n_layers, f // self.n_layers)
+        return self.body(torch.einsum("btld,l->btd", x, self.weights), mask)
+
+
+def _layer_weighted(est: Any, n_features: int, build: Callable[[int], nn.Module]) -> nn.Module:
+    """``build(n_features)``, or with ``stacked_layers > 1`` the body of one layer behind a learned
+    weighting of the stacked layers (:class:`_LayerWeighted`)."""
+    layers = int(est.stacked_layers)
+    if layers <= 1:
+        return build(n_features)
+    if n_features % layers:
+        raise ParameterError(
+            f"{type(est).__name__}: stacked_layers={layers} does not divide the frame dimension {n_features} "
+            "(a view of L layers of d features each has L * d)"
+        )
+    return _LayerWeighted(layers, build(n_features // layers))
+
+
+def _layer_weights(est: Any) -> np.ndarray | None:
+    """The learned layer weights of a fitted head with ``stacked_layers > 1`` (else None)."""
+    body = getattr(getattr(est, "module_", None), "body", None)
+    if not isinstance(body, _LayerWeighted):
+        return None
+    return body.weights.detach().cpu().numpy().astype(np.float64)
+
+
 _FRAMES_DOC = """max_epochs, batch_size, lr, lr_decay, weight_decay, optimizer, max_grad_norm, patience, monitor,
     class_weight, standardize, device, seed, n_threads, deterministic
         See :class:`MLPHead`.
@@ -420,6 +470,12 @@ _FRAMES_DOC = """max_epochs, batch_size, lr, lr_decay, weight_decay, optimizer, 
     frame_pool : int
         Average every ``frame_pool`` consecutive frames before the network (``T`` shrinks by this factor;
         done once per fit / predict, see :func:`sertool.models.torch_base.pool_frames`)."""
+
+_STACKED_DOC = """stacked_layers : int
+        ``1`` (default): the frames are one representation. ``L > 1``: the frames hold ``L`` layers side by
+        side (``whisper-base@all`` frames cached with ``frame_layers="all"``: 7 x 512); the head learns a
+        softmax weighting of the layers (the SUPERB weighted sum, initialised uniform) and reads their
+        weighted sum. The learned weights: ``layer_weights_``."""
 
 
 class SERWhisperClassifier(TorchClassifier):
@@ -439,6 +495,7 @@ class SERWhisperClassifier(TorchClassifier):
     dropout : float
         Dropout inside the encoder layers.
     {frames}
+    {stacked}
 
     Notes
     -----
@@ -469,6 +526,7 @@ class SERWhisperClassifier(TorchClassifier):
         standardize: bool = True,
         bucket_by_length: bool = True,
         frame_pool: int = 8,
+        stacked_layers: int = 1,
         device: str = "auto",
         seed: int = 0,
         n_threads: int | None = None,
@@ -493,6 +551,7 @@ class SERWhisperClassifier(TorchClassifier):
         self.standardize = standardize
         self.bucket_by_length = bucket_by_length
         self.frame_pool = frame_pool
+        self.stacked_layers = stacked_layers
         self.device = device
         self.seed = seed
         self.n_threads = n_threads
@@ -501,6 +560,7 @@ class SERWhisperClassifier(TorchClassifier):
     def _check_head_params(self) -> None:
         _check_common(
             self,
+            stacked_layers=(_is_int(self.stacked_layers), "expected a positive integer"),
             d_model=(self.d_model is None or _is_int(self.d_model), "expected None or a positive integer"),
             nhead=(_is_int(self.nhead), "expected a positive integer"),
             num_layers=(_is_int(self.num_layers), "expected a positive integer"),
@@ -509,6 +569,14 @@ class SERWhisperClassifier(TorchClassifier):
         )
 
     def _build_body(self, n_features: int, n_classes: int) -> nn.Module:
+        return _layer_weighted(self, n_features, lambda n: self._one_body(n, n_classes))
+
+    @property
+    def layer_weights_(self) -> np.ndarray | None:
+        """Learned layer weights (``stacked_layers > 1``), else None."""
+        return _layer_weights(self)
+
+    def _one_body(self, n_features: int, n_classes: int) -> nn.Module:
         d_model = n_features if self.d_model is None else self.d_model
         if d_model % self.nhead:
             raise ParameterError(
@@ -566,6 +634,7 @@ class AttnPoolClassifier(TorchClassifier):
         Hidden sizes of the classifier MLP.
     dropout : float
     {frames}
+    {stacked}
     """
 
     _input_kind = "frames"
@@ -592,6 +661,7 @@ class AttnPoolClassifier(TorchClassifier):
         standardize: bool = True,
         bucket_by_length: bool = True,
         frame_pool: int = 4,
+        stacked_layers: int = 1,
         device: str = "auto",
         seed: int = 0,
         n_threads: int | None = None,
@@ -616,6 +686,7 @@ class AttnPoolClassifier(TorchClassifier):
         self.standardize = standardize
         self.bucket_by_length = bucket_by_length
         self.frame_pool = frame_pool
+        self.stacked_layers = stacked_layers
         self.device = device
         self.seed = seed
         self.n_threads = n_threads
@@ -624,6 +695,7 @@ class AttnPoolClassifier(TorchClassifier):
     def _check_head_params(self) -> None:
         _check_common(
             self,
+            stacked_layers=(_is_int(self.stacked_layers), "expected a positive integer"),
             n_heads=(_is_int(self.n_heads), "expected a positive integer"),
             attn_hidden=(_is_int(self.attn_hidden), "expected a positive integer"),
             proj_dim=(_is_int(self.proj_dim), "expected a positive integer"),
@@ -632,15 +704,18 @@ class AttnPoolClassifier(TorchClassifier):
         )
 
     def _build_body(self, n_features: int, n_classes: int) -> nn.Module:
-        return _AttnPoolBody(
+        return _layer_weighted(
+            self,
             n_features,
-            self.n_heads,
-            self.attn_hidden,
-            self.proj_dim,
-            tuple(self.hidden),
-            self.dropout,
-            n_classes,
+            lambda n: _AttnPoolBody(
+                n, self.n_heads, self.attn_hidden, self.proj_dim, tuple(self.hidden), self.dropout, n_classes
+            ),
         )
+
+    @property
+    def layer_weights_(self) -> np.ndarray | None:
+        """Learned layer weights (``stacked_layers > 1``), else None."""
+        return _layer_weights(self)
 
 
 class _QKVPoolBody(nn.Module):
@@ -684,6 +759,7 @@ class QKVPoolClassifier(TorchClassifier):
         Hidden sizes of the classifier MLP.
     dropout : float
     {frames}
+    {stacked}
     """
 
     _input_kind = "frames"
@@ -709,6 +785,7 @@ class QKVPoolClassifier(TorchClassifier):
         standardize: bool = True,
         bucket_by_length: bool = True,
         frame_pool: int = 8,
+        stacked_layers: int = 1,
         device: str = "auto",
         seed: int = 0,
         n_threads: int | None = None,
@@ -732,6 +809,7 @@ class QKVPoolClassifier(TorchClassifier):
         self.standardize = standardize
         self.bucket_by_length = bucket_by_length
         self.frame_pool = frame_pool
+        self.stacked_layers = stacked_layers
         self.device = device
         self.seed = seed
         self.n_threads = n_threads
@@ -740,6 +818,7 @@ class QKVPoolClassifier(TorchClassifier):
     def _check_head_params(self) -> None:
         _check_common(
             self,
+            stacked_layers=(_is_int(self.stacked_layers), "expected a positive integer"),
             d_model=(_is_int(self.d_model), "expected a positive integer"),
             n_heads=(
                 _is_int(self.n_heads) and self.d_model % self.n_heads == 0,
@@ -750,9 +829,18 @@ class QKVPoolClassifier(TorchClassifier):
         )
 
     def _build_body(self, n_features: int, n_classes: int) -> nn.Module:
-        return _QKVPoolBody(
-            n_features, self.d_model, self.n_heads, tuple(self.hidden), self.dropout, n_classes
+        return _layer_weighted(
+            self,
+            n_features,
+            lambda n: _QKVPoolBody(
+                n, self.d_model, self.n_heads, tuple(self.hidden), self.dropout, n_classes
+            ),
         )
+
+    @property
+    def layer_weights_(self) -> np.ndarray | None:
+        """Learned layer weights (``stacked_layers > 1``), else None."""
+        return _layer_weights(self)
 
 
 class _CNNTransformerBody(nn.Module):
@@ -943,7 +1031,7 @@ class CNNTransformerClassifier(TorchClassifier):
 
 
 for _cls in (SERWhisperClassifier, AttnPoolClassifier, QKVPoolClassifier, CNNTransformerClassifier):
-    _cls.__doc__ = _cls.__doc__.replace("{frames}", _FRAMES_DOC)
+    _cls.__doc__ = _cls.__doc__.replace("{frames}", _FRAMES_DOC).replace("{stacked}", _STACKED_DOC)
 
 
 # ======================================================================================== registry
