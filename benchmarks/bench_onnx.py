@@ -64,7 +64,7 @@ def bench(features: str, model_name: str, train: Any, test: Any, args: argparse.
     t = time.perf_counter()
     path = export_onnx(folder, folder.with_suffix(".onnx"), cache=args.cache)
     t_export = time.perf_counter() - t
-    model = load_model(folder, cache=args.cache)
+    model = load_model(folder, cache=args.cache, engine="estimator")  # the reference: the fitted estimator
     graph = load_onnx(path, spinning=False)  # idle onnxruntime threads must not spin through sertool's rounds
     graph1 = load_onnx(path, threads=1)
     print(

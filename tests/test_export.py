@@ -61,8 +61,9 @@ def _train(demo: pd.DataFrame, cache: Path, out: Path, features: str, model: str
 
 
 def _reference(model_dir: Path, cache: Path, paths: list[str]) -> tuple[np.ndarray, list[str]]:
-    """What ``sertool predict`` gives: probabilities in the card's class order and labels."""
-    model = load_model(model_dir, cache=cache)
+    """What ``sertool predict --engine estimator`` gives (the fitted estimator itself, the reference even where
+    ``train`` also wrote a checked ONNX engine): probabilities in the card's class order and labels."""
+    model = load_model(model_dir, cache=cache, engine="estimator")
     df, skipped = predict_files(model, paths, jobs=1)
     assert not skipped
     return df[[f"proba__{c}" for c in model.classes]].to_numpy(), df["label"].tolist()
@@ -137,7 +138,7 @@ def test_whisper_model_is_one_graph_from_the_waveform(demo, cache, models, clips
     assert np.abs(got - ref).max() <= TOL
     assert labels == ref_labels
     # very short and over-long clips: the same as the model's own extractor
-    model = load_model(d, cache=cache)
+    model = load_model(d, cache=cache, engine="estimator")
     rng = np.random.default_rng(0)
     for n in (1, 161, 30 * 16000 + 500):
         y = (0.1 * rng.standard_normal(n)).astype(np.float32)
