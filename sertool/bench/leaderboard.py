@@ -1376,6 +1376,7 @@ def plot_layer_weights(learned: dict[str, np.ndarray]) -> bytes:
         )
     n = max(w.shape[1] for w in learned.values())
     ax.axhline(1.0 / n, color="#888888", linestyle="--", linewidth=1, label="uniform (the start)")
+    ax.set_xticks(range(n))
     ax.set_xlabel("layer")
     ax.set_ylabel("softmax weight")
     ax.legend(fontsize=7)
