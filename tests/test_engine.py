@@ -169,3 +169,20 @@ def test_cli_train_no_onnx_and_predict_engine(demo_root, demo, cache, logreg_dir
         1,
         len(demo["label"].unique()),
     )
+
+
+def test_a_boosted_tree_graph_matches_the_estimator_on_its_training_rows(demo, cache, tmp_path):
+    """Training rows lie on the trees' split thresholds: the graph's scaler must divide as scikit-learn does
+    (a reciprocal multiply moved them across: 1e-2 probability differences before)."""
+    pytest.importorskip("xgboost")
+    out = train_model(
+        demo, features="handcrafted94", model="xgb", out=tmp_path / "xgb", cache=cache, jobs=1,
+        model_params={"n_estimators": 40},
+    )  # fmt: skip
+    record = json.loads((out / "model.json").read_text())["engine"]["onnx"]
+    assert record is not None and record["max_abs_diff"] < 1e-5
+    X = FeatureStore(cache).load(demo, "handcrafted94").X
+    a = load_model(out, cache=cache, engine="estimator").predict(X)
+    b = load_model(out, cache=cache).predict(X)
+    np.testing.assert_allclose(b.proba, a.proba, atol=1e-5)
+    assert b.labels == a.labels
