@@ -264,8 +264,9 @@ class ResultSet:
         return self._cache[key]
 
 
-def _load_predictions(units: pd.DataFrame) -> pd.DataFrame:
-    """Read and pool the predictions parquet files of one entry's units."""
+def _load_predictions(units: pd.DataFrame, *, numeric_targets: bool = False) -> pd.DataFrame:
+    """Read and pool the predictions parquet files of one entry's units (``numeric_targets``: a regression
+    entry's, whose ``y_true`` / ``y_pred`` stay numbers and must be numbers)."""
     frames = []
     for row in units.sort_values("fold").itertuples(index=False):
         path = Path(row.predictions_path)
@@ -283,7 +284,9 @@ def _load_predictions(units: pd.DataFrame) -> pd.DataFrame:
         if len(df) != row.n and not (isinstance(row.n, float) and math.isnan(row.n)):
             log.warning("%s: %d predictions but the unit JSON says n=%s", path, len(df), row.n)
         df = df.copy()
-        for col in _PRED_COLUMNS:
+        if numeric_targets and not all(pd.api.types.is_numeric_dtype(df[c]) for c in ("y_true", "y_pred")):
+            raise ResultsError(f"{path}: y_true / y_pred are not numbers: not a regression unit")
+        for col in _PRED_COLUMNS[:2] if numeric_targets else _PRED_COLUMNS:
             df[col] = df[col].astype(str)
         df["fold"] = int(row.fold)
         frames.append(df)

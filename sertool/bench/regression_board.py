@@ -61,29 +61,9 @@ def regression_predictions(units: pd.DataFrame) -> pd.DataFrame:
     ResultsError
         A predictions file missing or without numeric ``y_true`` / ``y_pred``, or a clip tested twice.
     """
-    frames = []
-    for row in units.sort_values("fold").itertuples(index=False):
-        path = Path(row.predictions_path)
-        try:
-            df = pd.read_parquet(path)
-        except FileNotFoundError as exc:
-            raise ResultsError(
-                f"{path}: predictions file missing (its unit JSON {row.json_path} exists)"
-            ) from exc
-        for col in ("utt_id", "speaker", "y_true", "y_pred"):
-            if col not in df.columns:
-                raise ResultsError(f"{path}: predictions lack column {col!r}; it has {list(df.columns)}")
-        if not (pd.api.types.is_numeric_dtype(df["y_true"]) and pd.api.types.is_numeric_dtype(df["y_pred"])):
-            raise ResultsError(f"{path}: y_true / y_pred are not numbers: not a regression unit")
-        df = df.assign(fold=int(row.fold), speaker=df["speaker"].astype(str))
-        frames.append(df)
-    pooled = pd.concat(frames, ignore_index=True)
-    dup = pooled["utt_id"][pooled["utt_id"].duplicated()]
-    if not dup.empty:
-        raise ResultsError(
-            f"{units['json_path'].iloc[0]}: clip(s) tested in more than one fold, e.g. {dup.iloc[0]!r}"
-        )
-    return pooled.sort_values(["fold", "utt_id"], kind="mergesort").reset_index(drop=True)
+    from sertool.bench.leaderboard import _load_predictions
+
+    return _load_predictions(units, numeric_targets=True)
 
 
 def _fold_part(units: pd.DataFrame, expected: frozenset[int]) -> dict[str, Any]:
