@@ -700,8 +700,9 @@ def fit_unit(
         model without ``predict_proba``.
     """
     from sertool.calibration import check_calibrate
-    from sertool.models.registry import fit_estimator, make_estimator
+    from sertool.models.registry import fit_estimator, make_estimator, params_for_view
 
+    params = params_for_view(mspec, data.entry, params)
     train, valid = data.present(train), data.present(valid)
     neural = mspec.family == "neural"
     holds_valid = neural or getattr(mspec, "uses_validation", False)  # the model reads the validation part

@@ -157,13 +157,16 @@ class Unit:
 def plan_units(
     prep: PreparedView, folds: Sequence[Any], model_params: dict[str, dict[str, Any]] | None = None
 ) -> list[Unit]:
-    """Every (model, fold) unit of a prepared view, model by model (pure)."""
+    """Every (model, fold) unit of a prepared view, model by model (pure). A model's parameters include
+    what it derives from the view (:func:`~sertool.models.registry.params_for_view`), so a model that cannot
+    read the view is refused here, before anything is fitted."""
+    from sertool.models.registry import params_for_view
+
     model_params = model_params or {}
-    return [
-        Unit(prep.data[m.input], m, fold, dict(model_params.get(m.name, {})))
-        for m in prep.models
-        for fold in folds
-    ]
+    params = {
+        m.name: params_for_view(m, prep.data[m.input].entry, model_params.get(m.name)) for m in prep.models
+    }
+    return [Unit(prep.data[m.input], m, fold, dict(params[m.name])) for m in prep.models for fold in folds]
 
 
 def run_bench(

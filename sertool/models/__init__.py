@@ -23,13 +23,14 @@ from sertool.models.registry import (
     get_model,
     list_models,
     make_estimator,
+    params_for_view,
     register_model,
     resolve_models,
 )
 
 log = logging.getLogger(__name__)
 
-for _mod in ("neural", "mobilenet"):  # the torch heads register themselves on import
+for _mod in ("neural", "mobilenet", "finetune"):  # the torch heads register themselves on import
     try:
         import_module(f"{__name__}.{_mod}")
     except ModuleNotFoundError as exc:  # torch absent, or the module not written yet
@@ -53,6 +54,7 @@ __all__ = [
     "list_models",
     "make_estimator",
     "multitask",
+    "params_for_view",
     "register_model",
     "regression",
     "resolve_models",

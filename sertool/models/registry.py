@@ -63,6 +63,7 @@ __all__ = [
     "get_model",
     "list_models",
     "make_estimator",
+    "params_for_view",
     "register_model",
     "register_unavailable",
     "resolve_models",
@@ -119,6 +120,11 @@ class ModelSpec:
         ``y`` of shape ``(n, 1 + k)`` (the label code, then ``k`` continuous dimensions) and give
         ``predict_proba`` and ``predict_values`` (``(n, k)``). Group selections (``all``, a family) keep the
         models of the run's task (:func:`resolve_models`).
+    view_params : callable, optional
+        ``view_params(view) -> dict``: parameters that follow from the feature view the model reads (the
+        leaderboard name, e.g. ``whisper-tiny.en@2``), such as the encoder and layer a fine-tuned Whisper
+        continues from (``whisper_ft``). The runner and ``sertool train`` apply them to every fit through
+        :func:`params_for_view`; it raises :class:`ParameterError` for a view the model cannot read.
     """
 
     name: str
@@ -132,6 +138,7 @@ class ModelSpec:
     features: tuple[str, ...] | None = None
     uses_validation: bool = False
     task: Literal["classification", "regression", "multitask"] = "classification"
+    view_params: Callable[[str], dict[str, Any]] | None = field(default=None, hash=False, compare=False)
 
     def designed_for(self, extractor: str) -> bool:
         """Whether a group selection (``all``, a family) runs this model on features of ``extractor``."""
@@ -160,6 +167,26 @@ class ModelSpec:
                     raise ParameterError(
                         f"model {self.name!r}: param_grid[{key!r}] must be a non-empty list, got {values!r}"
                     )
+
+
+def params_for_view(spec: ModelSpec, view: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``params`` with what ``spec.view_params`` derives from ``view`` added (a copy; unchanged without it).
+
+    Raises
+    ------
+    ParameterError
+        The model cannot read this view, or ``params`` sets a derived parameter to another value (the
+        parameter would then describe features the model is not given).
+    """
+    out = dict(params or {})
+    if spec.view_params is None:
+        return out
+    derived = spec.view_params(view)
+    clash = {k: (out[k], v) for k, v in derived.items() if k in out and out[k] != v}
+    if clash:
+        said = ", ".join(f"{k}={a!r} (the view says {b!r})" for k, (a, b) in clash.items())
+        raise ParameterError(f"{spec.name} on {view}: {said}; these parameters follow from the view")
+    return {**out, **derived}
 
 
 #: The registry, in registration order (classic models first, cheapest first).

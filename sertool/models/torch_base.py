@@ -327,6 +327,11 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
     def _check_head_params(self) -> None:
         """Validate the head's own parameters (raise :class:`ParameterError`)."""
 
+    def _param_groups(self, module: nn.Module) -> Any:
+        """What the optimiser updates: every parameter at ``lr`` (heads with parts trained at other rates, or
+        frozen parts, override this with torch parameter groups)."""
+        return [p for p in module.parameters() if p.requires_grad]
+
     # -- parameter validation -----------------------------------------------------------------------------
     def _check_params(self) -> None:
         def need(cond: bool, pname: str, what: str) -> None:
@@ -569,7 +574,7 @@ class TorchClassifier(ClassifierMixin, BaseEstimator):
                 frames=self._input_kind == "frames",
             ).to(device)
             opt_cls = torch.optim.AdamW if self.optimizer == "adamw" else torch.optim.Adam
-            opt = opt_cls(module.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+            opt = opt_cls(self._param_groups(module), lr=self.lr, weight_decay=self.weight_decay)
             sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=self.lr_decay)
             y_t = torch.from_numpy(y_enc.astype(np.int64))
             w_t = torch.from_numpy(weights.astype(np.float32))
