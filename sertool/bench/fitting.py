@@ -699,13 +699,87 @@ def fit_unit(
         Calibration asked for on a fold whose validation part is empty (the message names the fold), or for a
         model without ``predict_proba``.
     """
-    from sertool.calibration import check_calibrate
-    from sertool.models.registry import fit_estimator, make_estimator, params_for_view
+    from sertool.models.registry import make_estimator, params_for_view
 
     params = params_for_view(mspec, data.entry, params)
     train, valid = data.present(train), data.present(valid)
-    neural = mspec.family == "neural"
-    holds_valid = neural or getattr(mspec, "uses_validation", False)  # the model reads the validation part
+    holds_valid = mspec.family == "neural" or getattr(mspec, "uses_validation", False)  # reads the valid part
+    calibrate = _check_fit_request(ctx, data, mspec, valid, fold)
+    params = calibration_params(calibrate, mspec, params, seed=ctx.seed)
+    fit_ids = train if holds_valid or calibrate is not None else train + valid
+    est = make_estimator(mspec.name, seed=ctx.seed, **params)
+    has_device = "device" in est.get_params(deep=False)
+    if has_device:
+        est.set_params(device=ctx.device)
+    est = clone(est)
+    X_fit, fit_rows = _with_augmented(data, fit_ids, ctx.labels, ctx.seed, fold)
+    y_fit = ctx.target(fit_rows)
+    fit_params: dict[str, Any] = {}
+    if holds_valid and valid:
+        fit_params = {"X_valid": data.rows(valid), "y_valid": ctx.target(valid)}
+    t0 = time.perf_counter()
+    est, best_params = _fit_or_tune(ctx, data, mspec, est, X_fit, y_fit, fit_rows, fit_params)
+    fitted = FittedUnit(
+        est,
+        fit_ids,
+        valid if holds_valid or calibrate is not None else [],
+        len(fit_rows) - len(fit_ids),
+        best_params,
+        time.perf_counter() - t0,
+        ctx.device if has_device else "cpu",
+    )
+    if calibrate == "temperature":
+        _calibrate_temperature(fitted, data, ctx, mspec, valid)
+        fitted.fit_seconds = time.perf_counter() - t0
+    return fitted
+
+
+def _fit_or_tune(
+    ctx: FitContext,
+    data: ViewData,
+    mspec: Any,
+    est: Any,
+    X_fit: Any,
+    y_fit: np.ndarray,
+    fit_rows: list[str],
+    fit_params: dict[str, Any],
+) -> tuple[Any, dict[str, Any] | None]:
+    """Fit ``est`` on the unit's rows (balanced sample weights for a classifier), or with ``ctx.tune`` grid-
+    search a classical model inside them; returns the fitted estimator and the chosen parameters (or None)."""
+    from sertool.models.registry import fit_estimator
+
+    if ctx.tune and mspec.param_grid and mspec.family != "neural":
+        # inner folds keep a speaker's (or, speaker-dependent, a clip's) augmented copies together
+        groups = [ctx.speakers[u] for u in fit_rows] if ctx.speaker_independent else fit_rows
+        grouped = ctx.speaker_independent or data.augment is not None
+        strata = ctx.encode(fit_rows) if ctx.regression else None  # the value's bins stratify inner folds
+        return _tune(est, mspec, X_fit, y_fit, groups, grouped, ctx.seed, ctx.threads, strata=strata)
+    fit_estimator(
+        est,
+        X_fit,
+        y_fit,
+        sample_weight=None
+        if ctx.regression
+        else _balanced(y_fit[:, 0].astype(int) if y_fit.ndim == 2 else y_fit, mspec),
+        fit_params=fit_params,
+        threads=ctx.threads,
+    )
+    return est, None
+
+
+def _check_fit_request(
+    ctx: FitContext, data: ViewData, mspec: Any, valid: list[str], fold: int
+) -> str | None:
+    """The unit's calibration method, after checking that the model, the run's task and calibration agree.
+
+    Raises
+    ------
+    ParameterError
+        A model of another task than the run's target, calibration of a non-classifier, or calibration on a
+        fold without a validation part.
+    """
+    from sertool.calibration import check_calibrate
+
     if getattr(mspec, "task", "classification") != ctx.task:
         raise ParameterError(
             f"{mspec.name} is a {getattr(mspec, 'task', 'classification')} model; this run's target asks for "
@@ -722,52 +796,7 @@ def fit_unit(
             f"{data.entry} / {mspec.name} fold {fold}: calibrate={calibrate!r} needs a validation part to fit "
             "the temperature on, and this fold has none"
         )
-    params = calibration_params(calibrate, mspec, params, seed=ctx.seed)
-    fit_ids = train if holds_valid or calibrate is not None else train + valid
-    est = make_estimator(mspec.name, seed=ctx.seed, **params)
-    has_device = "device" in est.get_params(deep=False)
-    if has_device:
-        est.set_params(device=ctx.device)
-    est = clone(est)
-    X_fit, fit_rows = _with_augmented(data, fit_ids, ctx.labels, ctx.seed, fold)
-    y_fit = ctx.target(fit_rows)
-    fit_params: dict[str, Any] = {}
-    if holds_valid and valid:
-        fit_params = {"X_valid": data.rows(valid), "y_valid": ctx.target(valid)}
-    best_params = None
-    t0 = time.perf_counter()
-    if ctx.tune and mspec.param_grid and not neural:
-        # inner folds keep a speaker's (or, speaker-dependent, a clip's) augmented copies together
-        groups = [ctx.speakers[u] for u in fit_rows] if ctx.speaker_independent else fit_rows
-        grouped = ctx.speaker_independent or data.augment is not None
-        strata = ctx.encode(fit_rows) if ctx.regression else None  # the value's bins stratify inner folds
-        est, best_params = _tune(
-            est, mspec, X_fit, y_fit, groups, grouped, ctx.seed, ctx.threads, strata=strata
-        )
-    else:
-        fit_estimator(
-            est,
-            X_fit,
-            y_fit,
-            sample_weight=None
-            if ctx.regression
-            else _balanced(y_fit[:, 0].astype(int) if y_fit.ndim == 2 else y_fit, mspec),
-            fit_params=fit_params,
-            threads=ctx.threads,
-        )
-    fitted = FittedUnit(
-        est,
-        fit_ids,
-        valid if holds_valid or calibrate is not None else [],
-        len(fit_rows) - len(fit_ids),
-        best_params,
-        time.perf_counter() - t0,
-        ctx.device if has_device else "cpu",
-    )
-    if calibrate == "temperature":
-        _calibrate_temperature(fitted, data, ctx, mspec, valid)
-        fitted.fit_seconds = time.perf_counter() - t0
-    return fitted
+    return calibrate
 
 
 def _calibrate_temperature(
