@@ -204,8 +204,24 @@ def test_fork_workers_compute_in_other_processes(tmp_path, corpus, monkeypatch):
 def test_backend_is_validated(tmp_path, corpus):
     with pytest.raises(ParameterError, match="backend"):
         extract_features(corpus, get_extractor("mfcc40"), cache=tmp_path, backend="gpu")
+    unsafe = get_extractor("mfcc40")
+    unsafe.fork_safe = False
     with pytest.raises(ParameterError, match="fork-safe"):
-        extract_features(corpus, get_extractor("egemaps"), cache=tmp_path, backend="fork")
+        extract_features(corpus, unsafe, cache=tmp_path, backend="fork")
+
+
+def test_egemaps_in_forked_workers_equals_one_process(tmp_path, corpus):
+    """Forked workers each build their own openSMILE instance (the parent built one before forking) and give
+    the features that one process computes clip by clip."""
+    pytest.importorskip("opensmile")
+    ex = get_extractor("egemaps")
+    assert len(ex.feature_names) == 88  # the parent's own Smile exists now
+    rep = extract_features(corpus, ex, cache=tmp_path / "fork", jobs=2, shard_size=3, backend="fork")
+    assert rep.n_computed == 16 and rep.skipped == []
+    forked = FeatureStore(tmp_path / "fork").load(corpus, "egemaps")
+    by_hand = np.stack([get_extractor("egemaps").extract(load_audio(p))["pooled"] for p in corpus["path"]])
+    order = [list(corpus["utt_id"]).index(u) for u in forked.utt_ids]
+    np.testing.assert_array_equal(forked.X, by_hand[order])
 
 
 def test_dask_cluster_gives_identical_output(tmp_path, corpus):

@@ -11,6 +11,7 @@ and skips it); values are never silently replaced.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -49,10 +50,14 @@ class EGeMAPS(Extractor):
     version = 1
     sr = 16000
     feature_set = "eGeMAPSv02"
+    #: openSMILE runs single-threaded C code through ctypes; a forked worker builds its own ``Smile`` (the
+    #: instance is tied to the process that built it, see :attr:`smile`), so workers may be forked.
+    fork_safe = True
 
     def __init__(self) -> None:
         _opensmile()  # fail early and clearly
         self._smile: Any = None
+        self._smile_pid = 0
 
     def params(self) -> dict[str, Any]:
         """See :meth:`Extractor.params`."""
@@ -65,8 +70,10 @@ class EGeMAPS(Extractor):
 
     @property
     def smile(self) -> Any:
-        """The ``opensmile.Smile`` instance (built lazily, also in worker processes)."""
-        if self._smile is None:
+        """The ``opensmile.Smile`` instance (built lazily, and again in a worker process: an instance a forked
+        child inherits holds its parent's native state and is never used there)."""
+        if self._smile is None or self._smile_pid != os.getpid():
+            self._smile_pid = os.getpid()
             opensmile = _opensmile()
             self._smile = opensmile.Smile(
                 feature_set=opensmile.FeatureSet.eGeMAPSv02,
