@@ -118,6 +118,23 @@ def test_what_trains(tones, tune, base_moves, has_lora):
     assert est.get_params()["tune"] == head_ref.tune
 
 
+def test_weighted_layers_are_learned_and_sum_to_one(tones):
+    """weighted_layers: softmax weights over the input frames and each copied layer (3 for layers 2 -> 3, 4),
+    uniform at the start, learned (moved) by training, summing to one; a plain model has none."""
+    frames, y = tones
+    est = WhisperFineTune(size="tiny.en", from_layer=2, weighted_layers=True, max_epochs=3, n_threads=1,
+                          device="cpu", lr=5e-3)  # fmt: skip
+    body = est._build_body(384, 3)
+    np.testing.assert_allclose(torch.softmax(body.layer_logits.detach(), 0).numpy(), [1 / 3] * 3)
+    est.fit(frames[:30], y[:30])
+    w = est.layer_weights_
+    assert w.shape == (3,) and abs(w.sum() - 1) < 1e-6 and np.abs(w - 1 / 3).max() > 1e-4  # float32 softmax
+    tensors, fitted = est.export_weights()
+    back = WhisperFineTune(**est.get_params()).import_weights(tensors, fitted)
+    np.testing.assert_allclose(back.layer_weights_, w)
+    assert WhisperFineTune(max_epochs=1, device="cpu").fit(frames[:9], y[:9]).layer_weights_ is None
+
+
 def test_learns_pitch_and_round_trips(tones):
     frames, y = tones
     train = (np.arange(len(y)) // 3) % 3 != 0  # whole rounds of the three classes

@@ -38,8 +38,10 @@ import functools
 import logging
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from sertool.exceptions import ParameterError
 from sertool.models.neural import _AttnPoolBody, _check_common, _is_dropout, _is_int, _is_sizes
@@ -64,20 +66,31 @@ def _pretrained(weights: str) -> Any:
 
 
 class _TopEncoder(nn.Module):
-    """Encoder layers above the input frames -> final layer norm -> pooling head."""
+    """Encoder layers above the input frames -> final layer norm -> pooling head; with ``weighted`` the head
+    reads a learned softmax-weighted sum of the input and every copied layer's output, each layer-normalised
+    without parameters first (s3prl's featurizer), instead of the last output alone."""
 
-    def __init__(self, layers: nn.ModuleList, norm: nn.Module, head: nn.Module) -> None:
+    def __init__(self, layers: nn.ModuleList, norm: nn.Module, head: nn.Module, *, weighted: bool) -> None:
         super().__init__()
         self.layers = layers
         self.norm = norm
         self.head = head
+        self.layer_logits = nn.Parameter(torch.zeros(len(layers) + 1)) if weighted else None
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         attn = mask[:, None, None, :]  # keys beyond a clip's frames are masked out of attention
+        states = [x]
         for layer in self.layers:
             out = layer(x, attn)
             x = out[0] if isinstance(out, tuple) else out
-        return self.head(self.norm(x), mask)
+            states.append(x)
+        last = self.norm(x)
+        if self.layer_logits is None:
+            return self.head(last, mask)
+        states[-1] = last
+        w = torch.softmax(self.layer_logits, dim=0)
+        h = sum(wi * F.layer_norm(s, s.shape[-1:]) for wi, s in zip(w, states, strict=True))
+        return self.head(h, mask)
 
 
 class WhisperFineTune(TorchClassifier):
@@ -104,6 +117,11 @@ class WhisperFineTune(TorchClassifier):
         Dropout on the LoRA branch's input (default 0: on the 2-core CPU 0.1 made an epoch ~35% slower).
     encoder_lr_scale : float
         Learning rate of the copied layers relative to ``lr`` (``tune="full"``).
+    weighted_layers : bool
+        ``False`` (default): the head reads the last layer's output. ``True``: a learned softmax weighting of
+        the input frames and every copied layer's output (each layer-normalised without parameters; the SUPERB
+        weighted sum, uniform start), so the head starts from the input layer as much as from the top; the
+        weights are ``layer_weights_`` (input layer first).
     n_heads, attn_hidden, proj_dim, hidden, dropout
         The attentive pooling head (see :class:`sertool.models.neural.AttnPoolClassifier`).
     max_epochs, batch_size, lr, lr_decay, weight_decay, optimizer, max_grad_norm, patience, monitor, refit,
@@ -126,6 +144,7 @@ class WhisperFineTune(TorchClassifier):
         lora_alpha: float = 16.0,
         lora_dropout: float = 0.0,
         encoder_lr_scale: float = 0.1,
+        weighted_layers: bool = False,
         n_heads: int = 4,
         attn_hidden: int = 128,
         proj_dim: int = 256,
@@ -157,6 +176,7 @@ class WhisperFineTune(TorchClassifier):
         self.lora_alpha = lora_alpha
         self.lora_dropout = lora_dropout
         self.encoder_lr_scale = encoder_lr_scale
+        self.weighted_layers = weighted_layers
         self.n_heads = n_heads
         self.attn_hidden = attn_hidden
         self.proj_dim = proj_dim
@@ -196,6 +216,7 @@ class WhisperFineTune(TorchClassifier):
             lora_r=(_is_int(self.lora_r), "expected a positive integer"),
             lora_alpha=(isinstance(self.lora_alpha, int | float) and self.lora_alpha > 0, "expected > 0"),
             lora_dropout=(_is_dropout(self.lora_dropout), "expected 0 <= lora_dropout < 1"),
+            weighted_layers=(isinstance(self.weighted_layers, bool), "expected True or False"),
             encoder_lr_scale=(
                 isinstance(self.encoder_lr_scale, int | float) and self.encoder_lr_scale > 0,
                 "expected > 0",
@@ -257,7 +278,7 @@ class WhisperFineTune(TorchClassifier):
             self.dropout,
             n_classes,
         )
-        return _TopEncoder(layers, norm, head)
+        return _TopEncoder(layers, norm, head, weighted=bool(self.weighted_layers))
 
     def _param_groups(self, module: nn.Module) -> list[dict[str, Any]]:
         """The head at ``lr``; the copied layers' trainable weights at ``lr * encoder_lr_scale`` when the
@@ -270,6 +291,15 @@ class WhisperFineTune(TorchClassifier):
         if enc:
             groups.append({"params": enc, "lr": self.lr * scale})
         return groups
+
+    @property
+    def layer_weights_(self) -> np.ndarray | None:
+        """The learned layer weights (``weighted_layers=True``: the input layer, then each copied layer), else
+        None."""
+        logits = getattr(getattr(getattr(self, "module_", None), "body", None), "layer_logits", None)
+        if logits is None:
+            return None
+        return torch.softmax(logits.detach().cpu(), dim=0).numpy().astype(np.float64)
 
     @property
     def n_trainable_(self) -> int:
