@@ -1,4 +1,5 @@
-"""The paired test between two chosen entries of a board (the board itself tests each entry against its best).
+"""The paired test between two chosen entries of a board (the board itself tests each entry against its best),
+or of two boards on the same split (``--board-b``).
 
 Reads the stored per-fold predictions of both entries (``runs/<features>/<model>/fold-*.predictions.parquet``
 under a board folder), checks that they cover the same utterances with the same truth, and prints each
@@ -34,17 +35,19 @@ def main() -> None:
     ap.add_argument("board", type=Path)
     ap.add_argument("a", help="<features>/<model> as under runs/")
     ap.add_argument("b")
+    ap.add_argument("--board-b", type=Path, help="the board of entry b (default: the same board)")
     args = ap.parse_args()
-    a, b = _predictions(args.board, args.a), _predictions(args.board, args.b)
+    board_b = args.board_b or args.board
+    a, b = _predictions(args.board, args.a), _predictions(board_b, args.b)
     if not a.index.equals(b.index) or not (a["y_true"] == b["y_true"]).all():
         sys.exit("the two entries were not scored on the same utterances")
     ua_a = balanced_accuracy_score(a["y_true"], a["y_pred"])
     ua_b = balanced_accuracy_score(b["y_true"], b["y_pred"])
     p = paired_test(a["y_true"], a["y_pred"], b["y_pred"], a["speaker"])
-    print(f"board: {args.board}")
+    print(f"board: {args.board}" + (f"; entry b from {board_b}" if board_b != args.board else ""))
     print(f"{args.a}: pooled UA {ua_a:.3f} ({len(a)} clips)")
     print(f"{args.b}: pooled UA {ua_b:.3f}")
-    print(f"difference {ua_a - ua_b:+.3f}; paired permutation test, speakers swapped: p = {p:.3f}")
+    print(f"difference {ua_a - ua_b:+.3f}; paired permutation test, speakers swapped: p = {p:.3g}")
 
 
 if __name__ == "__main__":
